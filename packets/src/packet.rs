@@ -1,0 +1,253 @@
+//! [`Packet`]: the 48-byte unit the reactor delivers, and its kinds.
+//!
+//! A packet is plain data, modelled on Zircon's `zx_port_packet_t`: the key of
+//! the registration it belongs to, a status, and one of a few kinds whose
+//! payload fits in 32 bytes. Packets are `Copy`. The few that carry ownership
+//! (an accepted fd, a provided buffer) say so in their docs; the reactor
+//! reclaims those resources itself when a packet is never handed over.
+
+use crate::{Count, Signals, Token};
+
+/// A `u64` stored as two `u32`s, so that payloads stay 4-byte aligned and the
+/// whole packet fits in 48 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+struct SplitU64([u32; 2]);
+
+impl SplitU64 {
+    const fn new(v: u64) -> Self {
+        SplitU64([v as u32, (v >> 32) as u32])
+    }
+    const fn get(self) -> u64 {
+        self.0[0] as u64 | ((self.0[1] as u64) << 32)
+    }
+}
+
+/// One delivered event.
+///
+/// ```text
+///  bytes 0..8    key     Token of the registration
+///  bytes 8..12   status  0, or a negated errno
+///  bytes 12..48  kind    PacketKind: a tag and at most 32 bytes of payload
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use tally_packets::{Count, Packet, PacketKind, Signals, Token};
+///
+/// let key = Token::new(1, 1);
+/// let p = Packet::signal(key, Signals::READABLE, Signals::READABLE, Count::new(3));
+/// match p.kind() {
+///     PacketKind::Signal(s) => assert_eq!(s.count, Count::new(3)),
+///     _ => unreachable!(),
+/// }
+/// assert!(std::mem::size_of::<Packet>() <= 48);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Packet {
+    key: Token,
+    status: i32,
+    kind: PacketKind,
+}
+
+const _: () = assert!(std::mem::size_of::<Packet>() <= 48, "a Packet must fit in 48 bytes");
+const _: () = assert!(std::mem::size_of::<PacketKind>() <= 36, "tag plus 32 bytes of payload");
+
+impl Packet {
+    /// A packet of any kind.
+    pub const fn new(key: Token, status: i32, kind: PacketKind) -> Packet {
+        Packet { key, status, kind }
+    }
+
+    /// A signal packet with status 0.
+    pub const fn signal(key: Token, trigger: Signals, observed: Signals, count: Count) -> Packet {
+        Packet::new(key, 0, PacketKind::Signal(SignalPacket { trigger, observed, count }))
+    }
+
+    /// A completion packet; its status is the result when the result is a
+    /// negated errno, and 0 otherwise.
+    pub const fn completion(key: Token, completion: CompletionPacket) -> Packet {
+        let status = if completion.result < 0 { completion.result } else { 0 };
+        Packet::new(key, status, PacketKind::Completion(completion))
+    }
+
+    /// A user packet with status 0.
+    pub const fn user(key: Token, payload: [u8; 32]) -> Packet {
+        Packet::new(key, 0, PacketKind::User(payload))
+    }
+
+    /// The key of the registration this packet was delivered to.
+    pub const fn key(&self) -> Token {
+        self.key
+    }
+
+    /// 0, or a negated errno.
+    pub const fn status(&self) -> i32 {
+        self.status
+    }
+
+    /// The kind and its payload.
+    pub const fn kind(&self) -> PacketKind {
+        self.kind
+    }
+
+    /// A mutable view of the kind, for folding signals in place.
+    pub fn kind_mut(&mut self) -> &mut PacketKind {
+        &mut self.kind
+    }
+
+    /// The signal payload, if this is a signal packet.
+    pub const fn as_signal(&self) -> Option<SignalPacket> {
+        match self.kind {
+            PacketKind::Signal(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The completion payload, if this is a completion packet.
+    pub const fn as_completion(&self) -> Option<CompletionPacket> {
+        match self.kind {
+            PacketKind::Completion(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// The kinds of packet, each with its payload.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PacketKind {
+    /// Signal bits were raised, `count` times in all since the last drain.
+    Signal(SignalPacket),
+    /// An operation finished: the io_uring CQE, translated.
+    Completion(CompletionPacket),
+    /// 32 bytes sent by a user, possibly from another thread.
+    User([u8; 32]),
+    /// A timer fired.
+    Timer(TimerPacket),
+    /// A process signal arrived, `count` times since the last drain.
+    ProcessSignal(ProcessSignalPacket),
+}
+
+/// The payload of a [`PacketKind::Signal`] packet, as `zx_packet_signal_t`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SignalPacket {
+    /// The bits the registration asked to be told about.
+    pub trigger: Signals,
+    /// The bits that were raised.
+    pub observed: Signals,
+    /// How many raises were folded into this packet. Saturates at
+    /// [`Count::UNBOUNDED`].
+    pub count: Count,
+}
+
+/// The payload of a [`PacketKind::Completion`] packet.
+///
+/// When `opcode` is an accept and `result >= 0`, `result` is a new fd that
+/// the receiver owns and must close. When [`CompletionPacket::buffer_id`] is
+/// `Some`, the packet names a provided buffer that the receiver must give back.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CompletionPacket {
+    /// Bytes transferred, a new fd, or a negated errno.
+    pub result: i32,
+    /// The CQE flags (`IORING_CQE_F_*`).
+    pub flags: u32,
+    op: SplitU64,
+    /// The io_uring opcode of the operation, so that the owner of a packet can
+    /// tell which completions carry resources.
+    pub opcode: u8,
+    /// The provided-buffer group the buffer came from, if any.
+    pub buf_group: u16,
+}
+
+impl CompletionPacket {
+    /// `IORING_CQE_F_BUFFER`: the upper 16 bits of `flags` are a buffer id.
+    pub const F_BUFFER: u32 = 1 << 0;
+    /// `IORING_CQE_F_MORE`: a multishot operation will post more completions.
+    pub const F_MORE: u32 = 1 << 1;
+    const BUFFER_SHIFT: u32 = 16;
+
+    /// A completion for operation `op`.
+    pub const fn new(op: Token, opcode: u8, result: i32, flags: u32, buf_group: u16) -> Self {
+        CompletionPacket { result, flags, op: SplitU64::new(op.as_u64()), opcode, buf_group }
+    }
+
+    /// The token of the operation that completed.
+    pub const fn op(&self) -> Token {
+        Token::from_u64(self.op.get())
+    }
+
+    /// The provided buffer this completion filled, if any.
+    pub const fn buffer_id(&self) -> Option<u16> {
+        if self.flags & Self::F_BUFFER != 0 {
+            Some((self.flags >> Self::BUFFER_SHIFT) as u16)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the operation will post more completions.
+    pub const fn more(&self) -> bool {
+        self.flags & Self::F_MORE != 0
+    }
+}
+
+/// The payload of a [`PacketKind::Timer`] packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TimerPacket {
+    id: SplitU64,
+    /// How many expirations this packet stands for (more than one when an
+    /// interval fell behind).
+    pub expirations: Count,
+}
+
+impl TimerPacket {
+    /// A timer packet for timer `id`.
+    pub const fn new(id: u64, expirations: Count) -> Self {
+        TimerPacket { id: SplitU64::new(id), expirations }
+    }
+
+    /// The timer's id, as its owner chose it.
+    pub const fn id(&self) -> u64 {
+        self.id.get()
+    }
+}
+
+/// The payload of a [`PacketKind::ProcessSignal`] packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ProcessSignalPacket {
+    /// The signal number (`SIGINT`, …).
+    pub signo: i32,
+    /// How many times it arrived since the last drain.
+    pub count: Count,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_is_at_most_48_bytes() {
+        assert!(std::mem::size_of::<Packet>() <= 48);
+        assert_eq!(std::mem::align_of::<Packet>(), 8);
+    }
+
+    #[test]
+    fn completion_round_trips_op_and_buffer() {
+        let op = Token::new(u32::MAX, 0xdead_beef);
+        let c = CompletionPacket::new(op, 9, 64, (513 << 16) | 3, 2);
+        assert_eq!(c.op(), op);
+        assert_eq!(c.buffer_id(), Some(513));
+        assert!(c.more());
+        let p = Packet::completion(Token::new(1, 1), c);
+        assert_eq!(p.status(), 0);
+        let e = Packet::completion(Token::new(1, 1), CompletionPacket::new(op, 9, -9, 0, 0));
+        assert_eq!(e.status(), -9);
+        assert_eq!(e.as_completion().unwrap().buffer_id(), None);
+    }
+
+    #[test]
+    fn timer_id_round_trips() {
+        let t = TimerPacket::new(u64::MAX - 1, Count::new(2));
+        assert_eq!(t.id(), u64::MAX - 1);
+    }
+}
