@@ -1,0 +1,69 @@
+//! Provided buffers, as users see them: [`BufGroup`] names a ring of
+//! buffers, and [`RecvBuf`] lends one buffer out of it until dropped.
+
+use std::fmt;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+use crate::reactor::Inner;
+
+/// A group of provided buffers, created by
+/// [`Reactor::buf_ring`](crate::Reactor::buf_ring).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct BufGroup(pub(crate) u16);
+
+impl BufGroup {
+    /// The kernel's buffer group id.
+    pub fn id(self) -> u16 {
+        self.0
+    }
+}
+
+/// One received buffer, lent out of its ring. Dropping it hands the buffer
+/// back to the kernel.
+pub struct RecvBuf {
+    pub(crate) inner: Rc<Inner>,
+    pub(crate) group: u16,
+    pub(crate) bid: u16,
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) len: usize,
+}
+
+impl Deref for RecvBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the ring marked buffer `bid` CLAIMED for this guard alone,
+        // so the kernel cannot write it until `drop` recycles it; `len` is
+        // at most the buffer size (the kernel filled `len` bytes); and the
+        // `Rc<Inner>` keeps the ring's memory alive.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        match self.inner.core.try_borrow_mut() {
+            Ok(mut core) => {
+                if let Some(ring) = core.driver.buf_ring(self.group) {
+                    ring.recycle(self.bid);
+                }
+            }
+            // Dropped from inside the reactor: the buffer stays out of the
+            // ring rather than risk a double borrow. This cannot happen from
+            // user code, which never runs under the core borrow.
+            Err(_) => debug_assert!(false, "RecvBuf dropped while the reactor was busy"),
+        }
+    }
+}
+
+impl fmt::Debug for RecvBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvBuf")
+            .field("group", &self.group)
+            .field("bid", &self.bid)
+            .field("len", &self.len)
+            .finish()
+    }
+}

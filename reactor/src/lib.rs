@@ -1,0 +1,65 @@
+//! tally's per-thread completion reactor.
+//!
+//! A [`Reactor`] owns an io_uring and a slab of [`Registration`]s. Work
+//! arrives at a registration as **packets** ([`Packet`]): completions of the
+//! [`Op`]s it submitted, and **counted signals**, where any number of
+//! readiness edges or remote raises between two drains fold into one packet
+//! with a count. A consumer drains everything queued in one call.
+//!
+//! * Tokens are slot + generation, so a completion for a dead registration
+//!   is dropped and counted, never delivered to the slot's next occupant.
+//! * Operations own their buffers and sit in the reactor's slab until their
+//!   final completion: dropping a registration cancels them, and nothing is
+//!   freed under the kernel.
+//! * [`Signaler`] and [`Sender`] raise and send from other threads, costing
+//!   at most one kernel wake-up per crank.
+//! * Queues are bounded: signal packets coalesce, and data-bearing
+//!   multishot operations pause until their registration is drained.
+//!
+//! The backend sits behind a private `sys` boundary and is chosen at run
+//! time; [`Metrics::backend`] says which.
+//!
+//! # Example
+//!
+//! ```
+//! # fn main() -> std::io::Result<()> {
+//! use std::os::fd::AsRawFd;
+//! use tally_reactor::{Reactor, Signals};
+//!
+//! let reactor = Reactor::new()?;
+//! let (rx, tx) = std::io::pipe()?;
+//! let reg = reactor.register_fd(rx.as_raw_fd(), Signals::READABLE)?;
+//! for _ in 0..3 {
+//!     std::io::Write::write_all(&mut &tx, b"x")?;
+//!     reactor.turn(Some(std::time::Duration::from_millis(100)))?;
+//! }
+//! // Three readiness edges, one packet.
+//! let packets = reg.try_drain();
+//! let signal = packets[0].as_signal().unwrap();
+//! assert!(signal.observed.contains(Signals::READABLE));
+//! assert_eq!(signal.count.get(), 3);
+//! # Ok(())
+//! # }
+//! ```
+
+mod buf_ring;
+mod metrics;
+mod op;
+mod reactor;
+mod registration;
+mod remote;
+mod slab;
+mod sys;
+mod syscall;
+
+pub use buf_ring::{BufGroup, RecvBuf};
+pub use metrics::Metrics;
+pub use op::{Op, OpId};
+pub use reactor::{Builder, Reactor};
+pub use registration::{Packets, Registration};
+pub use remote::{RemoteWaker, Sender, Signaler};
+pub use sys::Features;
+pub use tally_packets::{
+    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, ProcessSignalPacket,
+    Raised, SignalPacket, Signals, TimerPacket, Token,
+};

@@ -1,0 +1,272 @@
+//! Operations: typed builders for the work a registration can submit.
+//!
+//! An [`Op`] owns everything the kernel will touch (its buffer, its socket
+//! address, its timespec). Submitting it moves it into the reactor's operation
+//! slab, where it stays until the operation's final completion, even if the
+//! registration or the future that submitted it is dropped first. That is
+//! what makes cancellation sound: the kernel never writes into freed memory.
+//!
+//! Fds are borrowed by number: an fd named by an operation must stay open
+//! until the operation completes or is cancelled.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use tally_packets::{Signals, Token};
+
+use crate::buf_ring::BufGroup;
+
+/// The token of a submitted operation. Completion packets carry it in
+/// [`CompletionPacket::op`](tally_packets::CompletionPacket::op).
+pub type OpId = Token;
+
+/// One operation, ready to submit with
+/// [`Registration::submit`](crate::Registration::submit).
+///
+/// # Examples
+///
+/// ```
+/// use tally_reactor::Op;
+///
+/// let op = Op::read(0, Vec::with_capacity(4096));
+/// assert_eq!(op.name(), "read");
+/// ```
+pub struct Op {
+    pub(crate) kind: OpKind,
+}
+
+/// A socket address in the form the kernel reads it.
+pub(crate) struct RawAddr {
+    pub(crate) storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+pub(crate) enum OpKind {
+    Nop,
+    Read { fd: RawFd, buf: Vec<u8>, offset: u64 },
+    Write { fd: RawFd, buf: Vec<u8>, offset: u64 },
+    Recv { fd: RawFd, buf: Vec<u8>, flags: i32 },
+    Send { fd: RawFd, buf: Vec<u8>, flags: i32 },
+    Accept { fd: RawFd, multishot: bool },
+    Connect { fd: RawFd, addr: Box<RawAddr> },
+    Close { fd: RawFd },
+    Shutdown { fd: RawFd, how: i32 },
+    Timeout { ts: Box<io_uring::types::Timespec> },
+    Poll { fd: RawFd, interest: Signals, multishot: bool },
+    RecvMulti { fd: RawFd, group: BufGroup },
+}
+
+/// `u64::MAX` means "the current file position" to io_uring reads and writes.
+const CURRENT_POSITION: u64 = u64::MAX;
+
+impl Op {
+    /// Does nothing; completes with result 0. Useful to measure the floor.
+    pub fn nop() -> Op {
+        Op { kind: OpKind::Nop }
+    }
+
+    /// Reads into the spare capacity of `buf` (`capacity - len` bytes) at the
+    /// current file position. [`Registration::reclaim`](crate::Registration::reclaim)
+    /// hands `buf` back with the bytes read appended.
+    pub fn read(fd: RawFd, buf: Vec<u8>) -> Op {
+        Op { kind: OpKind::Read { fd, buf, offset: CURRENT_POSITION } }
+    }
+
+    /// As [`Op::read`], at file offset `offset`.
+    pub fn read_at(fd: RawFd, buf: Vec<u8>, offset: u64) -> Op {
+        Op { kind: OpKind::Read { fd, buf, offset } }
+    }
+
+    /// Writes all of `buf` (one `write`, so possibly short) at the current
+    /// file position.
+    pub fn write(fd: RawFd, buf: Vec<u8>) -> Op {
+        Op { kind: OpKind::Write { fd, buf, offset: CURRENT_POSITION } }
+    }
+
+    /// As [`Op::write`], at file offset `offset`.
+    pub fn write_at(fd: RawFd, buf: Vec<u8>, offset: u64) -> Op {
+        Op { kind: OpKind::Write { fd, buf, offset } }
+    }
+
+    /// Receives into the spare capacity of `buf`, like `recv(2)` with `flags`.
+    pub fn recv(fd: RawFd, buf: Vec<u8>, flags: i32) -> Op {
+        Op { kind: OpKind::Recv { fd, buf, flags } }
+    }
+
+    /// Sends all of `buf` (possibly short), like `send(2)` with `flags`.
+    /// `MSG_NOSIGNAL` is always added.
+    pub fn send(fd: RawFd, buf: Vec<u8>, flags: i32) -> Op {
+        Op { kind: OpKind::Send { fd, buf, flags: flags | libc::MSG_NOSIGNAL } }
+    }
+
+    /// Accepts one connection. The completion's result is the new fd, which
+    /// the receiver of the packet owns.
+    pub fn accept(fd: RawFd) -> Op {
+        Op { kind: OpKind::Accept { fd, multishot: false } }
+    }
+
+    /// Accepts connections until cancelled: one completion packet per
+    /// connection, each carrying a new fd that the receiver owns.
+    pub fn accept_multi(fd: RawFd) -> Op {
+        Op { kind: OpKind::Accept { fd, multishot: true } }
+    }
+
+    /// Connects socket `fd` to `addr`.
+    pub fn connect(fd: RawFd, addr: SocketAddr) -> Op {
+        Op { kind: OpKind::Connect { fd, addr: Box::new(RawAddr::from(addr)) } }
+    }
+
+    /// Closes `fd` asynchronously.
+    pub fn close(fd: OwnedFd) -> Op {
+        Op { kind: OpKind::Close { fd: fd.into_raw_fd() } }
+    }
+
+    /// Shuts down part of a socket, like `shutdown(2)` (`libc::SHUT_WR`, …).
+    pub fn shutdown(fd: RawFd, how: i32) -> Op {
+        Op { kind: OpKind::Shutdown { fd, how } }
+    }
+
+    /// Completes after `after` with result `-ETIME`.
+    pub fn timeout(after: Duration) -> Op {
+        Op { kind: OpKind::Timeout { ts: Box::new(after.into()) } }
+    }
+
+    /// Completes once, when `fd` shows any of `interest`, with a signal
+    /// packet of what it observed.
+    pub fn poll(fd: RawFd, interest: Signals) -> Op {
+        Op { kind: OpKind::Poll { fd, interest, multishot: false } }
+    }
+
+    /// Watches `fd` until cancelled. Each readiness edge raises the
+    /// registration's counted signal; edges that arrive before a drain fold
+    /// into one signal packet with a count.
+    pub fn poll_multi(fd: RawFd, interest: Signals) -> Op {
+        Op { kind: OpKind::Poll { fd, interest, multishot: true } }
+    }
+
+    /// Receives until cancelled, each chunk into a buffer of `group`. Each
+    /// completion packet names its buffer; take it with
+    /// [`Registration::buffer`](crate::Registration::buffer), and it goes
+    /// back to the ring when dropped.
+    pub fn recv_multi(fd: RawFd, group: BufGroup) -> Op {
+        Op { kind: OpKind::RecvMulti { fd, group } }
+    }
+
+    /// A short name, for logs and `Debug`.
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Whether the operation posts completions until cancelled.
+    pub fn is_multishot(&self) -> bool {
+        self.kind.is_multishot()
+    }
+}
+
+impl OpKind {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            OpKind::Nop => "nop",
+            OpKind::Read { .. } => "read",
+            OpKind::Write { .. } => "write",
+            OpKind::Recv { .. } => "recv",
+            OpKind::Send { .. } => "send",
+            OpKind::Accept { multishot: false, .. } => "accept",
+            OpKind::Accept { multishot: true, .. } => "accept_multi",
+            OpKind::Connect { .. } => "connect",
+            OpKind::Close { .. } => "close",
+            OpKind::Shutdown { .. } => "shutdown",
+            OpKind::Timeout { .. } => "timeout",
+            OpKind::Poll { multishot: false, .. } => "poll",
+            OpKind::Poll { multishot: true, .. } => "poll_multi",
+            OpKind::RecvMulti { .. } => "recv_multi",
+        }
+    }
+
+    pub(crate) fn is_multishot(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Accept { multishot: true, .. }
+                | OpKind::Poll { multishot: true, .. }
+                | OpKind::RecvMulti { .. }
+        )
+    }
+
+    /// Whether a successful completion's result is an fd the receiver owns.
+    pub(crate) fn yields_fd(&self) -> bool {
+        matches!(self, OpKind::Accept { .. })
+    }
+
+    /// Whether the caller gets something back with `reclaim`.
+    pub(crate) fn has_buffer(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Read { .. } | OpKind::Write { .. } | OpKind::Recv { .. } | OpKind::Send { .. }
+        )
+    }
+
+    /// The buffer, once the kernel is done with it, with `result` bytes
+    /// appended when the operation filled it.
+    pub(crate) fn into_buffer(self, result: i32) -> Option<Vec<u8>> {
+        match self {
+            OpKind::Read { mut buf, .. } | OpKind::Recv { mut buf, .. } => {
+                if let Ok(n) = usize::try_from(result) {
+                    let new_len = buf.len() + n.min(buf.capacity() - buf.len());
+                    // SAFETY: the kernel wrote `n` bytes into the spare
+                    // capacity starting at `len`, and `new_len` never passes
+                    // the capacity.
+                    unsafe { buf.set_len(new_len) };
+                }
+                Some(buf)
+            }
+            OpKind::Write { buf, .. } | OpKind::Send { buf, .. } => Some(buf),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Op").field("kind", &self.name()).finish()
+    }
+}
+
+impl From<SocketAddr> for RawAddr {
+    fn from(addr: SocketAddr) -> RawAddr {
+        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for
+                // sockaddr_in; we write one whole value at its start.
+                unsafe {
+                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin)
+                };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: as above, for sockaddr_in6.
+                unsafe {
+                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6)
+                };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        RawAddr { storage, len: len as libc::socklen_t }
+    }
+}

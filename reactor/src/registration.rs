@@ -1,0 +1,179 @@
+//! [`Registration`]: a consumer's end of the reactor. Packets for it queue in
+//! the reactor; polling it hands over everything queued as one list.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use tally_packets::{CompletionPacket, PacketList, Token};
+
+use crate::buf_ring::RecvBuf;
+use crate::op::{Op, OpId};
+use crate::reactor::Inner;
+use crate::remote::{Sender, Signaler};
+
+/// A registration with a [`Reactor`](crate::Reactor). `!Send` and `!Sync`.
+///
+/// Everything delivered to it (completions of the operations it submits,
+/// readiness edges, raises from its [`Signaler`]s, payloads from its
+/// [`Sender`]s) waits in its bounded queue until drained. A woken
+/// registration is expected to be drained in the same crank; one left
+/// undrained is counted in [`Metrics::undrained`](crate::Metrics::undrained).
+///
+/// Dropping it cancels its operations in flight (the reactor keeps their
+/// buffers until the kernel lets go), closes fds and returns provided
+/// buffers carried by packets it never handed over, and makes its signalers
+/// and senders fail with `BrokenPipe`.
+pub struct Registration {
+    inner: Rc<Inner>,
+    token: Token,
+}
+
+impl Registration {
+    pub(crate) fn new(inner: Rc<Inner>, token: Token) -> Registration {
+        Registration { inner, token }
+    }
+
+    /// This registration's token: the key of every packet it receives.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// Everything queued since the last drain, as one list, or `Pending`
+    /// (storing the waker) when nothing is.
+    pub fn poll_packets(&self, cx: &mut Context<'_>) -> Poll<PacketList> {
+        let mut list = PacketList::new();
+        match self.poll_drain_into(cx, &mut list) {
+            Poll::Ready(()) => Poll::Ready(list),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// As [`poll_packets`](Self::poll_packets), appending to `out` so that
+    /// a caller can reuse one list's allocation.
+    pub fn poll_drain_into(&self, cx: &mut Context<'_>, out: &mut PacketList) -> Poll<()> {
+        let mut core = self.inner.core.borrow_mut();
+        if core.drain(self.token, out) {
+            return Poll::Ready(());
+        }
+        let replaced = core.set_waker(self.token, cx.waker());
+        drop(core);
+        drop(replaced);
+        Poll::Pending
+    }
+
+    /// A future that resolves to the next non-empty packet list.
+    pub fn packets(&self) -> Packets<'_> {
+        Packets { reg: self }
+    }
+
+    /// Everything queued now, possibly nothing. Never waits.
+    pub fn try_drain(&self) -> PacketList {
+        let mut list = PacketList::new();
+        self.inner.core.borrow_mut().drain(self.token, &mut list);
+        list
+    }
+
+    /// Submits `op`. Its completion arrives as a completion packet whose
+    /// [`op()`](CompletionPacket::op) is the returned id.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for an unknown buffer group. Errors the kernel finds
+    /// (a closed fd, say) arrive as a completion with a negative result.
+    pub fn submit(&self, op: Op) -> io::Result<OpId> {
+        self.inner.core.borrow_mut().submit(self.token, op)
+    }
+
+    /// Cancels operation `op`: no packet for it is delivered after this,
+    /// and the reactor reclaims what its completions carry. Returns whether
+    /// `op` was live and owned by this registration.
+    pub fn cancel(&self, op: OpId) -> bool {
+        self.inner.core.borrow_mut().cancel(self.token, op)
+    }
+
+    /// The buffer of a finished read, write, recv or send, once its
+    /// completion packet has been delivered: reads come back with the bytes
+    /// read appended. `None` if `op` is not finished, not ours, or already
+    /// reclaimed.
+    pub fn reclaim(&self, op: OpId) -> Option<Vec<u8>> {
+        self.inner.core.borrow_mut().reclaim(self.token, op)
+    }
+
+    /// The provided buffer a completion packet names, lent until dropped.
+    /// `None` if the packet names no buffer or it was already claimed.
+    pub fn buffer(&self, completion: &CompletionPacket) -> Option<RecvBuf> {
+        let bid = completion.buffer_id()?;
+        let len = usize::try_from(completion.result).ok()?;
+        let mut core = self.inner.core.borrow_mut();
+        let ring = core.driver.buf_ring(completion.buf_group)?;
+        let ptr = ring.buf_ptr(bid)?;
+        let len = len.min(ring.buf_size as usize);
+        if !ring.claim(bid) {
+            return None;
+        }
+        drop(core);
+        Some(RecvBuf { inner: self.inner.clone(), group: completion.buf_group, bid, ptr, len })
+    }
+
+    /// Hands the provided buffer a completion names back to the kernel
+    /// without reading it.
+    pub fn release_buffer(&self, completion: &CompletionPacket) {
+        if let Some(buf) = self.buffer(completion) {
+            drop(buf);
+        }
+    }
+
+    /// A handle that raises this registration's counted signal from any
+    /// thread.
+    pub fn signaler(&self) -> Signaler {
+        Signaler::new(self.shared())
+    }
+
+    /// A handle that sends user packets to this registration from any
+    /// thread.
+    pub fn sender(&self) -> Sender {
+        Sender::new(self.shared())
+    }
+
+    fn shared(&self) -> std::sync::Arc<crate::remote::Shared> {
+        self.inner.core.borrow_mut().shared(self.token).expect("a live registration has a slot")
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        match self.inner.core.try_borrow_mut() {
+            Ok(mut core) => {
+                let garbage = core.deregister(self.token);
+                drop(core);
+                drop(garbage);
+            }
+            Err(_) => self.inner.deferred.borrow_mut().push(self.token),
+        }
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration").field("token", &self.token).finish()
+    }
+}
+
+/// The future returned by [`Registration::packets`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct Packets<'a> {
+    reg: &'a Registration,
+}
+
+impl Future for Packets<'_> {
+    type Output = PacketList;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<PacketList> {
+        self.reg.poll_packets(cx)
+    }
+}

@@ -1,0 +1,313 @@
+//! Raising from other threads: [`Signaler`], [`Sender`] and [`RemoteWaker`],
+//! and the remote queue they share with the reactor.
+//!
+//! A remote event costs the reactor one entry in the remote queue per
+//! empty→non-empty edge, and at most one kernel wake-up per crank:
+//!
+//! * a raise that only folds into a non-empty counted signal touches nothing
+//!   but the word;
+//! * the raise that moves the word from empty pushes the registration's token
+//!   onto the remote queue and sets `pending`;
+//! * the eventfd is written only if the reactor is `sleeping`, and only by the
+//!   one notifier that swaps `sleeping` from true to false.
+//!
+//! The reactor stores `sleeping = true` and then loads `pending`; a notifier
+//! stores `pending = true` and then loads `sleeping`. Both pairs are `SeqCst`,
+//! so at least one side sees the other's store (Dekker): either the reactor
+//! does not block, or the notifier kicks the eventfd. No wake-up is lost.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tally_packets::{CountedSignal, Raised, Signals, Token};
+
+use crate::syscall;
+
+/// State shared between a reactor and every handle that can wake it.
+pub(crate) struct Remote {
+    /// Registrations with something new from another thread. Pushed by
+    /// notifiers under the lock; swapped out whole by the reactor.
+    queue: Mutex<Vec<Token>>,
+    /// Set by a notifier after pushing; cleared by the reactor before it
+    /// swaps the queue out. `SeqCst`: half of the sleep handshake.
+    pending: AtomicBool,
+    /// Set by the reactor just before it blocks; cleared by the reactor when
+    /// it wakes, or by the one notifier that kicks the eventfd. `SeqCst`.
+    sleeping: AtomicBool,
+    /// False once the reactor is dropped: handles then return errors.
+    alive: AtomicBool,
+    eventfd: OwnedFd,
+    /// Kernel wake-ups (eventfd writes) made so far.
+    kicks: AtomicU64,
+}
+
+impl Remote {
+    pub(crate) fn new() -> io::Result<Remote> {
+        Ok(Remote {
+            queue: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            alive: AtomicBool::new(true),
+            eventfd: syscall::eventfd()?,
+            kicks: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn eventfd(&self) -> i32 {
+        self.eventfd.as_raw_fd()
+    }
+
+    pub(crate) fn kicks(&self) -> u64 {
+        self.kicks.load(Ordering::Relaxed)
+    }
+
+    fn gone() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the reactor is gone")
+    }
+
+    /// Tells the reactor that `token` (if any) has something new, waking it
+    /// if it sleeps.
+    pub(crate) fn notify(&self, token: Option<Token>) -> io::Result<()> {
+        if !self.alive.load(Ordering::Acquire) {
+            return Err(Self::gone());
+        }
+        if let Some(token) = token {
+            self.queue.lock().push(token);
+        }
+        self.pending.store(true, Ordering::SeqCst);
+        // Load first so that an awake reactor costs notifiers no write.
+        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
+            self.kicks.fetch_add(1, Ordering::Relaxed);
+            syscall::eventfd_kick(self.eventfd())?;
+        }
+        Ok(())
+    }
+
+    /// The reactor is about to block. Returns false if something is already
+    /// pending, in which case it must not block.
+    pub(crate) fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if self.pending.load(Ordering::SeqCst) {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// The reactor is awake again.
+    pub(crate) fn woke(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a notification arrived since the last `take`.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Moves the queued tokens into `out` (which should be empty), leaving
+    /// `out`'s old allocation in the queue for reuse.
+    pub(crate) fn take(&self, out: &mut Vec<Token>) {
+        self.pending.store(false, Ordering::SeqCst);
+        std::mem::swap(&mut *self.queue.lock(), out);
+    }
+
+    pub(crate) fn shut_down(&self) {
+        self.alive.store(false, Ordering::Release);
+    }
+}
+
+/// The part of a registration other threads can reach.
+pub(crate) struct Shared {
+    pub(crate) token: Token,
+    pub(crate) signal: CountedSignal,
+    user: Mutex<VecDeque<[u8; 32]>>,
+    user_cap: usize,
+    /// Set when the registration is dropped.
+    closed: AtomicBool,
+    pub(crate) remote: Arc<Remote>,
+}
+
+impl Shared {
+    pub(crate) fn new(token: Token, remote: Arc<Remote>, user_cap: usize) -> Shared {
+        Shared {
+            token,
+            signal: CountedSignal::new(),
+            user: Mutex::new(VecDeque::new()),
+            user_cap,
+            closed: AtomicBool::new(false),
+            remote,
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn check_open(&self) -> io::Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the registration is closed"));
+        }
+        Ok(())
+    }
+
+    /// Moves every queued user payload out, oldest first.
+    pub(crate) fn drain_user(&self, mut f: impl FnMut([u8; 32])) {
+        let mut q = self.user.lock();
+        q.drain(..).for_each(&mut f);
+    }
+
+    pub(crate) fn has_user(&self) -> bool {
+        !self.user.lock().is_empty()
+    }
+}
+
+/// Raises a registration's counted signal from any thread.
+///
+/// Cheap to clone. A raise that folds into an already-raised word costs one
+/// compare-and-swap and nothing else; only the raise that moves the word from
+/// empty queues a wake-up, and the reactor makes at most one kernel wake-up
+/// per crank however many arrive.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// use tally_reactor::{Reactor, Signals};
+///
+/// let reactor = Reactor::new()?;
+/// let reg = reactor.register();
+/// let signaler = reg.signaler();
+/// std::thread::spawn(move || {
+///     for _ in 0..1000 {
+///         signaler.raise(Signals::user(0), 1).unwrap();
+///     }
+/// })
+/// .join()
+/// .unwrap();
+/// reactor.turn(Some(std::time::Duration::ZERO))?;
+/// let packets = reg.try_drain();
+/// assert_eq!(packets[0].as_signal().unwrap().count.get(), 1000);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Signaler {
+    shared: Arc<Shared>,
+}
+
+impl Signaler {
+    pub(crate) fn new(shared: Arc<Shared>) -> Signaler {
+        Signaler { shared }
+    }
+
+    /// ORs `bits` into the registration's signal and adds `n` to its count
+    /// (saturating). Returns whether this raise owed the wake-up.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` once the registration or its reactor is gone; the raise
+    /// is then not delivered. Any error writing the reactor's eventfd.
+    pub fn raise(&self, bits: Signals, n: u32) -> io::Result<Raised> {
+        self.shared.check_open()?;
+        let raised = self.shared.signal.raise(bits, n);
+        if raised == Raised::Woke {
+            self.shared.remote.notify(Some(self.shared.token))?;
+        }
+        Ok(raised)
+    }
+
+    /// The token of the registration this raises.
+    pub fn token(&self) -> Token {
+        self.shared.token
+    }
+}
+
+impl fmt::Debug for Signaler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signaler").field("token", &self.shared.token).finish()
+    }
+}
+
+/// Sends 32-byte user packets to a registration from any thread.
+///
+/// The queue behind it is bounded; a full queue refuses with `WouldBlock`
+/// rather than growing.
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    pub(crate) fn new(shared: Arc<Shared>) -> Sender {
+        Sender { shared }
+    }
+
+    /// Queues one user packet.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when the registration's user queue is full (drain it and
+    /// retry); `BrokenPipe` once the registration or its reactor is gone.
+    pub fn send(&self, payload: [u8; 32]) -> io::Result<()> {
+        self.shared.check_open()?;
+        let was_empty = {
+            let mut q = self.shared.user.lock();
+            if q.len() >= self.shared.user_cap {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the registration's user packet queue is full",
+                ));
+            }
+            q.push_back(payload);
+            q.len() == 1
+        };
+        if was_empty {
+            self.shared.remote.notify(Some(self.shared.token))?;
+        }
+        Ok(())
+    }
+
+    /// The token of the registration this sends to.
+    pub fn token(&self) -> Token {
+        self.shared.token
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("token", &self.shared.token).finish()
+    }
+}
+
+/// Wakes the reactor from any thread without naming a registration: the
+/// building block for a `Send` task waker. Wakes coalesce like raises.
+#[derive(Clone)]
+pub struct RemoteWaker {
+    remote: Arc<Remote>,
+}
+
+impl RemoteWaker {
+    pub(crate) fn new(remote: Arc<Remote>) -> RemoteWaker {
+        RemoteWaker { remote }
+    }
+
+    /// Makes the reactor's current or next `turn` return without blocking.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` once the reactor is gone.
+    pub fn wake(&self) -> io::Result<()> {
+        self.remote.notify(None)
+    }
+}
+
+impl fmt::Debug for RemoteWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteWaker").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,135 @@
+//! The OS boundary: every backend lives below here, one per module.
+//!
+//! The front end (`reactor.rs`) owns all semantics: tokens and generations,
+//! registrations, back pressure, cancellation, remote wake-ups. A backend is
+//! thin. Each one provides:
+//!
+//! * `submit(token, &mut OpKind)`: start an operation, tagged with `token`,
+//!   whose completion(s) come back as [`Cqe`]s with that `user_data`;
+//! * `cancel(token)`: ask for an early final completion;
+//! * `enter(wait, timeout)`: submit what is queued and wait for at most one
+//!   completion or the timeout, retrying nothing itself (EINTR means "reap");
+//! * `reap(&mut Vec<Cqe>)` and `flush_overflow()`: hand over every completion;
+//! * provided-buffer groups for multishot receives;
+//! * its name and [`Features`], for metrics and for tests that must skip.
+//!
+//! The backend is chosen at run time with an enum, never `dyn`.
+
+pub(crate) mod uring;
+
+use std::io;
+use std::time::Duration;
+
+use tally_packets::Token;
+
+use crate::op::OpKind;
+use crate::reactor::Config;
+
+/// One completion, as a backend reports it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cqe {
+    pub(crate) user_data: u64,
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+}
+
+/// What the kernel under a backend can do. Tests consult it to skip, with a
+/// printed reason, what the running kernel lacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Features {
+    /// `IORING_SETUP_SINGLE_ISSUER` with `IORING_SETUP_DEFER_TASKRUN`.
+    pub single_issuer_defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN` with `IORING_SETUP_TASKRUN_FLAG`.
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SUBMIT_ALL`.
+    pub submit_all: bool,
+    /// `IORING_FEAT_NODROP`: the kernel never drops a completion.
+    pub nodrop: bool,
+    /// `IOSQE_CQE_SKIP_SUCCESS`, used for cancel requests.
+    pub skip_success: bool,
+    /// Multishot poll.
+    pub multishot_poll: bool,
+    /// Multishot accept.
+    pub multishot_accept: bool,
+    /// Multishot recv with provided buffers.
+    pub multishot_recv: bool,
+    /// Provided buffer rings.
+    pub buf_ring: bool,
+}
+
+/// The backend in use.
+pub(crate) enum Driver {
+    Uring(uring::Uring),
+}
+
+impl Driver {
+    pub(crate) fn new(config: &Config) -> io::Result<Driver> {
+        uring::Uring::new(config).map(Driver::Uring)
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Driver::Uring(_) => "io_uring",
+        }
+    }
+
+    pub(crate) fn features(&self) -> Features {
+        match self {
+            Driver::Uring(u) => u.features(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `kind` must stay where it is, with its resources alive, until the
+    /// operation's final completion has been reaped.
+    pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) -> u8 {
+        match self {
+            // SAFETY: forwarded from this function's contract.
+            Driver::Uring(u) => unsafe { u.submit(token, kind) },
+        }
+    }
+
+    pub(crate) fn cancel(&mut self, token: Token) {
+        match self {
+            Driver::Uring(u) => u.cancel(token),
+        }
+    }
+
+    pub(crate) fn enter(&mut self, wait: bool, timeout: Option<Duration>) -> io::Result<bool> {
+        match self {
+            Driver::Uring(u) => u.enter(wait, timeout),
+        }
+    }
+
+    pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
+        match self {
+            Driver::Uring(u) => u.reap(out),
+        }
+    }
+
+    pub(crate) fn flush_overflow(&mut self) -> bool {
+        match self {
+            Driver::Uring(u) => u.flush_overflow(),
+        }
+    }
+
+    pub(crate) fn has_completions(&mut self) -> bool {
+        match self {
+            Driver::Uring(u) => u.has_completions(),
+        }
+    }
+
+    pub(crate) fn add_buf_ring(&mut self, entries: u16, buf_size: u32) -> io::Result<u16> {
+        match self {
+            Driver::Uring(u) => u.add_buf_ring(entries, buf_size),
+        }
+    }
+
+    pub(crate) fn buf_ring(&mut self, group: u16) -> Option<&mut uring::BufRing> {
+        match self {
+            Driver::Uring(u) => u.buf_ring(group),
+        }
+    }
+}

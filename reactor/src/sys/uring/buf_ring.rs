@@ -1,0 +1,181 @@
+//! Provided buffer rings (`IORING_REGISTER_PBUF_RING`): a pool of equal-sized
+//! buffers the kernel picks from for multishot receives.
+//!
+//! The ring of descriptors is page-aligned anonymous memory that the kernel
+//! reads; the buffers are one heap allocation. A buffer id is owned by exactly
+//! one party at a time: the kernel while it sits in the ring, the consumer
+//! from the completion that names it until it is recycled.
+
+use std::alloc::{self, Layout};
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+
+pub(crate) struct BufRing {
+    pub(crate) group: u16,
+    entries: u16,
+    ring: NonNull<BufRingEntry>,
+    ring_bytes: usize,
+    /// Our copy of the tail; published to the kernel with a Release store.
+    tail: u16,
+    bufs: NonNull<u8>,
+    bufs_layout: Layout,
+    pub(crate) buf_size: u32,
+    /// How many buffers the kernel holds right now.
+    pub(crate) available: u32,
+    /// Who holds each buffer: [`KERNEL`], [`DELIVERED`] or [`CLAIMED`].
+    owner: Vec<u8>,
+}
+
+/// In the ring, for the kernel to fill.
+const KERNEL: u8 = 0;
+/// Named by a completion packet, not yet claimed.
+const DELIVERED: u8 = 1;
+/// Lent to a `RecvBuf` guard.
+const CLAIMED: u8 = 2;
+
+impl BufRing {
+    /// Allocates `entries` (a power of two, at most 32768) buffers of
+    /// `buf_size` bytes and fills the ring with all of them. Registering it is
+    /// the caller's job.
+    pub(crate) fn new(group: u16, entries: u16, buf_size: u32) -> io::Result<BufRing> {
+        if !entries.is_power_of_two() || entries > 32768 || buf_size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer ring entries must be a power of two up to 32768, and buffers non-empty",
+            ));
+        }
+        let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
+        // SAFETY: an anonymous private mapping with no address hint; the
+        // result is checked below.
+        let ring = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                -1,
+                0,
+            )
+        };
+        if ring == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ring = NonNull::new(ring.cast::<BufRingEntry>()).expect("mmap never returns null");
+        let total =
+            (entries as usize).checked_mul(buf_size as usize).filter(|&t| t <= isize::MAX as usize);
+        let Some(bufs_layout) = total.and_then(|t| Layout::from_size_align(t, 64).ok()) else {
+            // SAFETY: unmapping exactly what we mapped above.
+            unsafe { libc::munmap(ring.as_ptr().cast(), ring_bytes) };
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large"));
+        };
+        // SAFETY: the layout has a non-zero size (entries > 0, buf_size > 0).
+        let bufs = NonNull::new(unsafe { alloc::alloc(bufs_layout) });
+        let Some(bufs) = bufs else {
+            // SAFETY: unmapping exactly what we mapped above.
+            unsafe { libc::munmap(ring.as_ptr().cast(), ring_bytes) };
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        };
+        let mut ring = BufRing {
+            group,
+            entries,
+            ring,
+            ring_bytes,
+            tail: 0,
+            bufs,
+            bufs_layout,
+            buf_size,
+            available: 0,
+            owner: vec![KERNEL; entries as usize],
+        };
+        for bid in 0..entries {
+            ring.push(bid);
+        }
+        ring.publish();
+        Ok(ring)
+    }
+
+    pub(crate) fn ring_addr(&self) -> u64 {
+        self.ring.as_ptr() as u64
+    }
+
+    pub(crate) fn entries(&self) -> u16 {
+        self.entries
+    }
+
+    /// The first byte of buffer `bid`.
+    pub(crate) fn buf_ptr(&self, bid: u16) -> Option<NonNull<u8>> {
+        if bid >= self.entries {
+            return None;
+        }
+        // SAFETY: bid < entries, so the offset stays inside the allocation.
+        Some(unsafe { self.bufs.add(bid as usize * self.buf_size as usize) })
+    }
+
+    /// Hands buffer `bid` back to the kernel, unless the kernel has it.
+    pub(crate) fn recycle(&mut self, bid: u16) {
+        if self.owner.get(bid as usize).is_some_and(|&o| o != KERNEL) {
+            self.owner[bid as usize] = KERNEL;
+            self.push(bid);
+            self.publish();
+        }
+    }
+
+    /// A completion named buffer `bid`: the kernel is done with it.
+    pub(crate) fn taken(&mut self, bid: u16) {
+        if let Some(o) = self.owner.get_mut(bid as usize) {
+            *o = DELIVERED;
+            self.available = self.available.saturating_sub(1);
+        }
+    }
+
+    /// Lends buffer `bid` to one guard. False if it is not delivered, or
+    /// already claimed.
+    pub(crate) fn claim(&mut self, bid: u16) -> bool {
+        match self.owner.get_mut(bid as usize) {
+            Some(o) if *o == DELIVERED => {
+                *o = CLAIMED;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn push(&mut self, bid: u16) {
+        let index = (self.tail & (self.entries - 1)) as usize;
+        let addr = self.buf_ptr(bid).map_or(0, |p| p.as_ptr() as u64);
+        // SAFETY: index < entries, inside the mapping; the kernel only reads
+        // entries between its head and our published tail, and this one is
+        // past the tail until `publish`.
+        let entry = unsafe { &mut *self.ring.as_ptr().add(index) };
+        entry.set_addr(addr);
+        entry.set_len(self.buf_size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        self.available += 1;
+    }
+
+    fn publish(&self) {
+        // SAFETY: `ring` is the page-aligned base of the ring, initialised
+        // above; the tail overlays entry 0's `resv` field, which is what the
+        // kernel reads as the tail. It is a naturally aligned u16.
+        let tail = unsafe { &*(BufRingEntry::tail(self.ring.as_ptr()) as *const AtomicU16) };
+        // Release: the entries written before must be visible to the kernel
+        // before it sees the new tail.
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: both regions were allocated in `new` with these sizes, and
+        // the reactor drops a ring only after the kernel finished every
+        // operation that could use it and the ring was unregistered or closed.
+        unsafe {
+            libc::munmap(self.ring.as_ptr().cast(), self.ring_bytes);
+            alloc::dealloc(self.bufs.as_ptr(), self.bufs_layout);
+        }
+    }
+}

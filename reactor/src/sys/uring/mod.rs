@@ -1,0 +1,346 @@
+//! The io_uring backend: ring setup with feature step-down, SQE building,
+//! one `io_uring_enter` per crank, and CQE reaping.
+
+mod buf_ring;
+
+use std::io;
+use std::time::Duration;
+
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe, opcode, squeue};
+use tally_packets::{Signals, Token};
+
+pub(crate) use buf_ring::BufRing;
+
+use super::{Cqe, Features};
+use crate::op::OpKind;
+use crate::reactor::{CANCEL_TOKEN, Config};
+
+pub(crate) struct Uring {
+    ring: IoUring,
+    features: Features,
+    /// SQEs that found the SQ full while the kernel was busy: flushed, in
+    /// order, before the next enter. Never grows in steady state.
+    backlog: Vec<squeue::Entry>,
+    buf_rings: Vec<BufRing>,
+}
+
+/// The setup flags we try, richest first; each step drops what an older
+/// kernel answers EINVAL to.
+const STEPS: [(bool, bool, bool); 4] = [
+    // (single_issuer + defer_taskrun, coop_taskrun + taskrun_flag, submit_all)
+    (true, true, true),
+    (false, true, true),
+    (false, false, true),
+    (false, false, false),
+];
+
+impl Uring {
+    pub(crate) fn new(config: &Config) -> io::Result<Uring> {
+        let mut last_err = None;
+        for &(defer, coop, submit_all) in &STEPS {
+            let defer = defer && config.defer_taskrun;
+            let coop = coop && config.coop_taskrun;
+            let mut builder = IoUring::builder();
+            if defer {
+                builder.setup_single_issuer().setup_defer_taskrun();
+            }
+            if coop {
+                builder.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            if submit_all {
+                builder.setup_submit_all();
+            }
+            builder.setup_cqsize(config.entries.saturating_mul(2)).setup_clamp();
+            match builder.build(config.entries) {
+                Ok(ring) => return Uring::finish(ring, defer, coop, submit_all),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+    }
+
+    fn finish(ring: IoUring, defer: bool, coop: bool, submit_all: bool) -> io::Result<Uring> {
+        let params = ring.params();
+        if !params.is_feature_ext_arg() {
+            // The crank's timeout rides on IORING_ENTER_EXT_ARG (Linux 5.11);
+            // without it, use the epoll backend.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring lacks IORING_FEAT_EXT_ARG (needs Linux 5.11 or later)",
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        let features = Features {
+            single_issuer_defer_taskrun: defer,
+            coop_taskrun: coop,
+            submit_all,
+            nodrop: params.is_feature_nodrop(),
+            skip_success: params.is_feature_skip_cqe_on_success(),
+            // Multishot accept arrived in 5.19 with the IORING_OP_SOCKET
+            // opcode, multishot recv in 6.0 with IORING_OP_SEND_ZC: the
+            // probe's newest opcodes stand in for the flags it cannot show.
+            multishot_accept: probe.is_supported(opcode::Socket::CODE),
+            multishot_recv: probe.is_supported(opcode::SendZc::CODE),
+            multishot_poll: probe.is_supported(opcode::PollAdd::CODE)
+                && params.is_feature_fast_poll(),
+            buf_ring: probe.is_supported(opcode::Socket::CODE),
+        };
+        Ok(Uring { ring, features, backlog: Vec::new(), buf_rings: Vec::new() })
+    }
+
+    pub(crate) fn features(&self) -> Features {
+        self.features
+    }
+
+    /// Queues `entry`. When the SQ is full it flushes to the kernel and
+    /// retries; when the kernel is busy too, the entry waits in the backlog.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `entry` must stay valid until its final completion.
+    unsafe fn push(&mut self, entry: squeue::Entry) {
+        if self.backlog.is_empty() {
+            // SAFETY: forwarded from this function's contract.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // SQ full: hand what is queued to the kernel, then retry once.
+            let _ = self.ring.submit();
+            // SAFETY: as above.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+        }
+        self.backlog.push(entry);
+    }
+
+    fn flush_backlog(&mut self) {
+        let mut sent = 0;
+        while sent < self.backlog.len() {
+            let mut sq = self.ring.submission();
+            while sent < self.backlog.len() {
+                // SAFETY: backlog entries were pushed under `push`'s contract.
+                if unsafe { sq.push(&self.backlog[sent]) }.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            drop(sq);
+            if sent < self.backlog.len() && self.ring.submit().is_err() {
+                break;
+            }
+        }
+        self.backlog.drain(..sent);
+    }
+
+    /// Builds and queues the SQE for `kind`, tagged with `token`.
+    ///
+    /// # Safety
+    ///
+    /// `kind` must stay where it is (its heap resources unmoved and alive)
+    /// until the operation's final completion.
+    pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) -> u8 {
+        let entry = build(kind).user_data(token.as_u64());
+        let opcode = entry.get_opcode() as u8;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.push(entry) };
+        opcode
+    }
+
+    /// Asks the kernel to cancel the operation tagged `target`. The cancel's
+    /// own completion is skipped on success and ignored otherwise.
+    pub(crate) fn cancel(&mut self, target: Token) {
+        let mut entry = opcode::AsyncCancel::new(target.as_u64()).build().user_data(CANCEL_TOKEN);
+        if self.features.skip_success {
+            entry = entry.flags(squeue::Flags::SKIP_SUCCESS);
+        }
+        // SAFETY: a cancel references no memory.
+        unsafe { self.push(entry) };
+    }
+
+    /// Submits what is queued and, if `wait`, blocks for one completion or
+    /// until `timeout`. Returns whether it entered the kernel.
+    pub(crate) fn enter(&mut self, wait: bool, timeout: Option<Duration>) -> io::Result<bool> {
+        self.flush_backlog();
+        let (queued, kernel_wants_us) = {
+            let sq = self.ring.submission();
+            (sq.len(), sq.taskrun() || sq.cq_overflow())
+        };
+        if !wait && queued == 0 && !kernel_wants_us {
+            return Ok(false);
+        }
+        let submitter = self.ring.submitter();
+        let res = match (wait, timeout) {
+            (true, Some(t)) => {
+                let ts = Timespec::from(t);
+                submitter.submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+            }
+            (true, None) => submitter.submit_and_wait(1),
+            (false, _) => submitter.submit(),
+        };
+        match res {
+            Ok(_) => Ok(true),
+            // Interrupted, timed out, or the kernel wants its CQ reaped
+            // first: all mean "go reap"; unsent SQEs stay queued.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies every available CQE into `out`.
+    pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
+        let cq = self.ring.completion();
+        out.extend(cq.map(|e| Cqe {
+            user_data: e.user_data(),
+            result: e.result(),
+            flags: e.flags(),
+        }));
+    }
+
+    /// Whether completions wait in the kernel's overflow list; if so, asks
+    /// the kernel to flush them into the CQ.
+    pub(crate) fn flush_overflow(&mut self) -> bool {
+        if !self.ring.submission().cq_overflow() {
+            return false;
+        }
+        // submit() enters with GETEVENTS while the overflow flag is set.
+        let _ = self.ring.submit();
+        true
+    }
+
+    /// Whether the CQ holds completions not yet reaped.
+    pub(crate) fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// Registers a new provided-buffer ring and returns its group id.
+    pub(crate) fn add_buf_ring(&mut self, entries: u16, buf_size: u32) -> io::Result<u16> {
+        let group = u16::try_from(self.buf_rings.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "too many buffer groups"))?;
+        let ring = BufRing::new(group, entries, buf_size)?;
+        // SAFETY: the ring memory lives in `self.buf_rings` until this
+        // backend is dropped, after the io_uring itself.
+        unsafe {
+            self.ring.submitter().register_buf_ring_with_flags(
+                ring.ring_addr(),
+                ring.entries(),
+                group,
+                0,
+            )?
+        };
+        self.buf_rings.push(ring);
+        Ok(group)
+    }
+
+    pub(crate) fn buf_ring(&mut self, group: u16) -> Option<&mut BufRing> {
+        self.buf_rings.get_mut(group as usize)
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // Unregister before the ring memory goes; the io_uring fd closes
+        // after this body, and the buffer rings drop after that.
+        for ring in &self.buf_rings {
+            let _ = self.ring.submitter().unregister_buf_ring(ring.group);
+        }
+    }
+}
+
+/// The poll mask for `interest`.
+pub(crate) fn poll_mask(interest: Signals) -> u32 {
+    let mut mask = 0;
+    if interest.contains(Signals::READABLE) {
+        mask |= libc::POLLIN;
+    }
+    if interest.contains(Signals::WRITABLE) {
+        mask |= libc::POLLOUT;
+    }
+    if interest.contains(Signals::PRIORITY) {
+        mask |= libc::POLLPRI;
+    }
+    if interest.contains(Signals::READ_CLOSED) {
+        mask |= libc::POLLRDHUP;
+    }
+    mask as u32
+}
+
+/// The signals a poll result mask reports.
+pub(crate) fn poll_signals(revents: u32) -> Signals {
+    let revents = revents as i16;
+    let mut s = Signals::NONE;
+    let map = [
+        (libc::POLLIN, Signals::READABLE),
+        (libc::POLLOUT, Signals::WRITABLE),
+        (libc::POLLPRI, Signals::PRIORITY),
+        (libc::POLLRDHUP, Signals::READ_CLOSED),
+        (libc::POLLHUP, Signals::READ_CLOSED | Signals::WRITE_CLOSED),
+        (libc::POLLERR, Signals::ERROR),
+    ];
+    for (bit, signal) in map {
+        if revents & bit != 0 {
+            s |= signal;
+        }
+    }
+    s
+}
+
+fn len32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+fn build(kind: &mut OpKind) -> squeue::Entry {
+    const ACCEPT_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    match kind {
+        OpKind::Nop => opcode::Nop::new().build(),
+        OpKind::Read { fd, buf, offset } => {
+            let spare = buf.spare_capacity_mut();
+            opcode::Read::new(Fd(*fd), spare.as_mut_ptr().cast(), len32(spare.len()))
+                .offset(*offset)
+                .build()
+        }
+        OpKind::Write { fd, buf, offset } => {
+            opcode::Write::new(Fd(*fd), buf.as_ptr(), len32(buf.len())).offset(*offset).build()
+        }
+        OpKind::Recv { fd, buf, flags } => {
+            let spare = buf.spare_capacity_mut();
+            opcode::Recv::new(Fd(*fd), spare.as_mut_ptr().cast(), len32(spare.len()))
+                .flags(*flags)
+                .build()
+        }
+        OpKind::Send { fd, buf, flags } => {
+            opcode::Send::new(Fd(*fd), buf.as_ptr(), len32(buf.len())).flags(*flags).build()
+        }
+        OpKind::Accept { fd, multishot: false } => {
+            opcode::Accept::new(Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(ACCEPT_FLAGS)
+                .build()
+        }
+        OpKind::Accept { fd, multishot: true } => {
+            opcode::AcceptMulti::new(Fd(*fd)).flags(ACCEPT_FLAGS).build()
+        }
+        OpKind::Connect { fd, addr } => opcode::Connect::new(
+            Fd(*fd),
+            (&addr.storage as *const libc::sockaddr_storage).cast(),
+            addr.len,
+        )
+        .build(),
+        OpKind::Close { fd } => opcode::Close::new(Fd(*fd)).build(),
+        OpKind::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
+        OpKind::Timeout { ts } => opcode::Timeout::new(&**ts as *const Timespec).build(),
+        OpKind::Poll { fd, interest, multishot } => {
+            opcode::PollAdd::new(Fd(*fd), poll_mask(*interest)).multi(*multishot).build()
+        }
+        OpKind::RecvMulti { fd, group } => opcode::RecvMulti::new(Fd(*fd), group.0).build(),
+    }
+}
