@@ -22,6 +22,11 @@ pub struct Metrics {
     /// Completions whose token named no live operation: dropped, never
     /// delivered to a newer occupant of the slot.
     pub stale_completions: u64,
+    /// Completions reclaimed instead of delivered: those of cancelled
+    /// operations (whose registration was dropped, or which were cancelled
+    /// by hand), and completions still queued when their registration was
+    /// dropped. Fds they carried were closed and buffers returned.
+    pub reclaimed: u64,
     /// Remote notifications whose registration was gone.
     pub stale_notifications: u64,
     /// Raises (remote or readiness edges) folded into a signal packet that
@@ -52,6 +57,7 @@ pub(crate) struct Counters {
     pub(crate) completions: u64,
     pub(crate) packets: u64,
     pub(crate) stale_completions: u64,
+    pub(crate) reclaimed: u64,
     pub(crate) stale_notifications: u64,
     pub(crate) coalesced_raises: u64,
     pub(crate) undrained: u64,

@@ -232,7 +232,9 @@ pub(crate) struct RegSlot {
     /// Readiness edges folded in on this thread, packed as a CountedSignal.
     pub(crate) local_signal: u64,
     pub(crate) shared: Option<Arc<Shared>>,
-    /// Operations this registration owns (in flight, paused or done).
+    /// Operations this registration owns (in flight, paused, done, or
+    /// cancelled by hand and awaiting their final completion). Each op's
+    /// `reg_index` is its position here.
     pub(crate) ops: Vec<OpId>,
     pub(crate) fd: Option<RawFd>,
 }
@@ -255,6 +257,9 @@ pub(crate) enum OpState {
 
 pub(crate) struct OpSlot {
     pub(crate) reg: Token,
+    /// Where this op sits in its registration's `ops` list, so that it
+    /// leaves the list in O(1) when it finishes.
+    pub(crate) reg_index: usize,
     pub(crate) kind: OpKind,
     pub(crate) opcode: u8,
     pub(crate) state: OpState,
@@ -368,6 +373,7 @@ impl Reactor {
             completions: c.completions,
             packets: c.packets,
             stale_completions: c.stale_completions,
+            reclaimed: c.reclaimed,
             stale_notifications: c.stale_notifications,
             coalesced_raises: c.coalesced_raises,
             undrained: c.undrained,
@@ -477,9 +483,14 @@ impl Core {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "unknown buffer group"));
             }
         }
-        let Some(token) =
-            self.ops.insert(OpSlot { reg, kind: op.kind, opcode: 0, state: OpState::InFlight })
-        else {
+        let reg_index = slot.ops.len();
+        let Some(token) = self.ops.insert(OpSlot {
+            reg,
+            reg_index,
+            kind: op.kind,
+            opcode: 0,
+            state: OpState::InFlight,
+        }) else {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "operation slab exhausted"));
         };
         slot.ops.push(token);
@@ -594,8 +605,9 @@ impl Core {
         let Some(reg) = reg else {
             // Cancelled (or, defensively, orphaned): reclaim, never deliver.
             reclaim(&mut self.driver, &op.kind, cqe);
+            self.counters.reclaimed += 1;
             if !more {
-                self.ops.remove(token);
+                self.remove_op(token);
             }
             return;
         };
@@ -648,7 +660,8 @@ impl Core {
             } else if op.kind.has_buffer() {
                 op.state = OpState::Done(cqe.result);
             } else {
-                reg.ops.retain(|&t| t != token);
+                let index = op.reg_index;
+                unlink(&mut self.ops, reg, token, index);
                 self.ops.remove(token);
             }
         }
@@ -720,9 +733,13 @@ impl Core {
         )
     }
 
-    /// Cancels `op` if `reg` owns it. Returns whether it was live.
+    /// Cancels `op` if `reg` owns it: asks the kernel to stop it, and
+    /// withdraws (reclaiming what they carry) its completions that are
+    /// queued but not yet drained. Returns whether there was anything to
+    /// cancel.
     pub(crate) fn cancel(&mut self, reg: Token, op: OpId) -> bool {
-        let Some(slot) = self.ops.get_mut(op).filter(|o| o.reg == reg) else { return false };
+        let purged = self.purge(reg, op);
+        let Some(slot) = self.ops.get_mut(op).filter(|o| o.reg == reg) else { return purged };
         match slot.state {
             OpState::InFlight | OpState::Stopping => {
                 self.driver.cancel(op);
@@ -730,24 +747,60 @@ impl Core {
                 true
             }
             OpState::Paused | OpState::Done(_) => {
-                self.ops.remove(op);
-                if let Some(r) = self.regs.get_mut(reg) {
-                    r.ops.retain(|&t| t != op);
-                }
+                self.remove_op(op);
                 true
             }
-            OpState::Cancelled => false,
+            OpState::Cancelled => purged,
         }
+    }
+
+    /// Takes `op`'s completions out of `reg`'s queue and overflow list and
+    /// reclaims what they carry (an accepted fd, a provided buffer).
+    /// Returns whether there were any.
+    fn purge(&mut self, reg: Token, op: OpId) -> bool {
+        let Some(r) = self.regs.get_mut(reg) else { return false };
+        let is_op = |p: &Packet| p.as_completion().is_some_and(|c| c.op() == op);
+        if !r.queue.iter().chain(r.overflow.iter()).any(is_op) {
+            return false;
+        }
+        let mut withdrawn: Vec<Packet> = Vec::new();
+        for packet in r.queue.take() {
+            if is_op(&packet) {
+                withdrawn.push(packet);
+            } else {
+                // Cannot fail: the queue held this packet a moment ago.
+                let _ = r.queue.push(packet);
+            }
+        }
+        r.overflow.retain(|packet| {
+            if is_op(packet) {
+                withdrawn.push(*packet);
+                false
+            } else {
+                true
+            }
+        });
+        for packet in &withdrawn {
+            reclaim_packet(&mut self.driver, packet);
+            self.counters.reclaimed += 1;
+        }
+        true
+    }
+
+    /// Removes op `token` from the slab and from its registration's list.
+    fn remove_op(&mut self, token: OpId) -> Option<OpSlot> {
+        let slot = self.ops.remove(token)?;
+        if let Some(r) = self.regs.get_mut(slot.reg) {
+            unlink(&mut self.ops, r, token, slot.reg_index);
+        }
+        Some(slot)
     }
 
     /// The buffer of a finished one-shot op, handed back to its owner.
     pub(crate) fn reclaim(&mut self, reg: Token, op: OpId) -> Option<Vec<u8>> {
         let slot = self.ops.get(op).filter(|o| o.reg == reg)?;
         let OpState::Done(result) = slot.state else { return None };
-        let slot = self.ops.remove(op)?;
-        if let Some(r) = self.regs.get_mut(reg) {
-            r.ops.retain(|&t| t != op);
-        }
+        let slot = self.remove_op(op)?;
         slot.kind.into_buffer(result)
     }
 
@@ -769,9 +822,8 @@ impl Core {
             }
         }
         for packet in slot.queue.iter().chain(slot.overflow.iter()) {
-            if let PacketKind::Completion(c) = packet.kind() {
-                let cqe = Cqe { user_data: 0, result: c.result, flags: c.flags };
-                reclaim_group(&mut self.driver, c.opcode == IORING_OP_ACCEPT, cqe, c.buf_group);
+            if reclaim_packet(&mut self.driver, packet) {
+                self.counters.reclaimed += 1;
             }
         }
         if let Some(shared) = &slot.shared {
@@ -848,6 +900,30 @@ impl RegSlot {
                 .as_ref()
                 .is_some_and(|s| s.signal.peek() != (Signals::NONE, Count::ZERO) || s.has_user())
     }
+}
+
+/// Takes op `token` (at `index`) out of registration `reg`'s list, in O(1):
+/// the last op moves into its place and learns its new index.
+fn unlink(ops: &mut GenSlab<OpSlot>, reg: &mut RegSlot, token: OpId, index: usize) {
+    if reg.ops.get(index) != Some(&token) {
+        debug_assert!(false, "op {token:?} is not at {index} in its registration's list");
+        return;
+    }
+    reg.ops.swap_remove(index);
+    if let Some(&moved) = reg.ops.get(index) {
+        if let Some(m) = ops.get_mut(moved) {
+            m.reg_index = index;
+        }
+    }
+}
+
+/// Reclaims what a queued packet carries, if it is a completion that
+/// carries something. Returns whether it was a completion.
+fn reclaim_packet(driver: &mut Driver, packet: &Packet) -> bool {
+    let PacketKind::Completion(c) = packet.kind() else { return false };
+    let cqe = Cqe { user_data: 0, result: c.result, flags: c.flags };
+    reclaim_group(driver, c.opcode == IORING_OP_ACCEPT, cqe, c.buf_group);
+    true
 }
 
 /// Frees what a completion of `kind` carries when nobody will receive it.
