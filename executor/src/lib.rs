@@ -1,0 +1,63 @@
+//! tally: a Linux async runtime whose core is a completion-based reactor
+//! with counted-signal readiness.
+//!
+//! A readiness reactor says "this fd can be read now" and leaves the rest to
+//! you. tally delivers *packets*: "this operation finished, here is its
+//! result", or, for signal-style sources, "these bits were raised, N times
+//! since you last looked". A flood of events between two looks costs one
+//! wake-up and one packet, and the count tells the consumer how much work
+//! is waiting.
+//!
+//! This crate is what users depend on:
+//!
+//! * [`LocalReactor`]: a per-thread reactor plus a task executor, with
+//!   [`spawn`], [`LocalReactor::block_on`] and [`JoinHandle`];
+//! * [`time`]: sleeps, timeouts and intervals, one kernel timeout per crank;
+//! * [`net`]: TCP, UDP and Unix sockets with `futures-io` traits;
+//! * [`signal`]: process signals as counted packets;
+//! * [`TestExecutor`]: fake time and `run_until_stalled`;
+//! * registrations, [`Signaler`]s and [`Sender`]s, re-exported from
+//!   `tally-reactor`, for raw packet lists.
+//!
+//! # Example
+//!
+//! ```
+//! use tally::{LocalReactor, Signals};
+//!
+//! let rt = LocalReactor::new().unwrap();
+//! let reg = rt.register();
+//! let signaler = reg.signaler();
+//! let producer = std::thread::spawn(move || {
+//!     for _ in 0..10_000 {
+//!         signaler.raise(Signals::user(0), 1).unwrap();
+//!     }
+//! });
+//! let seen = rt.block_on(async {
+//!     let mut seen = 0;
+//!     while seen < 10_000 {
+//!         for packet in reg.packets().await {
+//!             seen += packet.as_signal().unwrap().count.get();
+//!         }
+//!     }
+//!     seen
+//! });
+//! producer.join().unwrap();
+//! assert_eq!(seen, 10_000);
+//! ```
+
+mod executor;
+pub mod net;
+pub mod signal;
+mod task;
+mod test_executor;
+pub mod time;
+
+pub use executor::{Builder, LocalReactor, reactor, spawn};
+pub use task::{JoinError, JoinHandle};
+pub use test_executor::TestExecutor;
+
+pub use tally_reactor::{
+    BufGroup, CompletionPacket, Count, CountedSignal, Metrics, Op, OpId, Packet, PacketKind,
+    PacketList, Packets, ProcessSignalPacket, Raised, Reactor, RecvBuf, Registration, RemoteWaker,
+    Sender, SignalPacket, Signaler, Signals, TimerPacket, Token,
+};

@@ -1,0 +1,95 @@
+//! Sockets: [`TcpListener`], [`TcpStream`], [`UdpSocket`], [`UnixListener`],
+//! [`UnixStream`] and [`UnixDatagram`].
+//!
+//! # Buffers
+//!
+//! Streams are built on completion operations, and their buffers are
+//! designed so that an idle connection pins no memory:
+//!
+//! * **Reads** use one multishot recv per stream, armed on first read, that
+//!   receives into a **provided buffer ring** shared by every stream of the
+//!   executor (1024 buffers of 4 KiB). A completion names the buffer it
+//!   filled; the stream holds it until the bytes are read, then returns it to
+//!   the ring. When the ring runs dry the kernel stops the recv and the
+//!   reactor re-arms it once buffers come back: back pressure, not loss. On
+//!   kernels without buffer rings, a one-shot recv into a 16 KiB buffer owned
+//!   by the stream takes its place.
+//! * **Writes** copy into one buffer owned by the stream (up to 64 KiB per
+//!   write) and submit one send; `poll_write` returns as soon as the bytes
+//!   are copied, and the next write, flush or close waits for that send to
+//!   finish and reports its error. At most one send is in flight per stream,
+//!   so bytes go out in order.
+//!
+//! **A dropped read never loses data.** Received bytes belong to the stream,
+//! not to the future that asked for them: if a read future is dropped after
+//! the kernel filled a buffer, the bytes stay queued in the stream and the
+//! next read returns them.
+//!
+//! Dropping a stream cancels its operations (the reactor keeps their buffers
+//! until the kernel lets go) and closes the fd through the ring, after every
+//! operation already queued for it, so a reused fd number never sees them.
+//!
+//! Datagram sockets use readiness: a multishot poll raises a counted signal,
+//! and `recv_from`/`send_to` are non-blocking syscalls.
+
+/// Implements the futures-io traits for a type with an `io: StreamIo` field.
+macro_rules! stream_traits {
+    ($ty:ty) => {
+        impl futures::io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.get_mut().io.poll_read(cx, buf)
+            }
+        }
+
+        impl futures::io::AsyncBufRead for $ty {
+            fn poll_fill_buf(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<&[u8]>> {
+                self.get_mut().io.poll_fill_buf(cx)
+            }
+
+            fn consume(self: std::pin::Pin<&mut Self>, amt: usize) {
+                self.get_mut().io.consume(amt)
+            }
+        }
+
+        impl futures::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.get_mut().io.poll_write(cx, buf)
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.get_mut().io.poll_flush(cx)
+            }
+
+            fn poll_close(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.get_mut().io.poll_close(cx)
+            }
+        }
+    };
+}
+use stream_traits;
+
+mod datagram;
+mod stream;
+mod tcp;
+mod unix;
+
+pub use datagram::{UdpSocket, UnixDatagram};
+pub use tcp::{TcpListener, TcpStream};
+pub use unix::{UnixListener, UnixStream};

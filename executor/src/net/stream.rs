@@ -1,0 +1,403 @@
+//! The machinery every stream socket and listener shares: completion-based
+//! reads, writes, accepts and close.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll, ready};
+
+use tally_reactor::{BufGroup, CompletionPacket, Op, OpId, PacketList, RecvBuf, Registration};
+
+use crate::executor;
+
+/// Bytes per write op.
+const WRITE_MAX: usize = 64 * 1024;
+/// Bytes per one-shot read on kernels without buffer rings.
+const OWNED_READ: usize = 16 * 1024;
+
+/// Received bytes waiting to be read.
+enum Chunk {
+    Ring(RecvBuf),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Ring(b) => b,
+            Chunk::Owned(v) => v,
+        }
+    }
+}
+
+/// A connected stream socket's I/O state.
+pub(crate) struct StreamIo {
+    fd: Option<OwnedFd>,
+    /// Reads' completions; its waker is the reader's.
+    rd: Registration,
+    /// Writes', connect's and shutdown's completions; the writer's waker.
+    wr: Registration,
+    group: Option<BufGroup>,
+    read_op: Option<OpId>,
+    /// Completions naming ring buffers, not yet claimed, oldest first.
+    received: VecDeque<CompletionPacket>,
+    current: Option<(Chunk, usize)>,
+    /// A spare owned read buffer (kernels without buffer rings).
+    spare: Vec<u8>,
+    read_eof: bool,
+    read_err: Option<io::Error>,
+    write_buf: Vec<u8>,
+    write_op: Option<OpId>,
+    write_err: Option<io::Error>,
+    shutdown_op: Option<OpId>,
+    shut: bool,
+}
+
+fn errno(result: i32) -> io::Error {
+    io::Error::from_raw_os_error(-result)
+}
+
+/// Drains `reg` until the completion of `op` arrives; other packets are
+/// handed to `other`.
+pub(crate) fn poll_op(
+    reg: &Registration,
+    op: OpId,
+    cx: &mut Context<'_>,
+    mut other: impl FnMut(CompletionPacket),
+) -> Poll<CompletionPacket> {
+    loop {
+        let mut list = PacketList::new();
+        ready!(reg.poll_drain_into(cx, &mut list));
+        let mut found = None;
+        for packet in list {
+            if let Some(c) = packet.as_completion() {
+                if c.op() == op && found.is_none() {
+                    found = Some(c);
+                } else {
+                    other(c);
+                }
+            }
+        }
+        if let Some(c) = found {
+            return Poll::Ready(c);
+        }
+    }
+}
+
+/// Submits `op` on `reg` and waits for its completion.
+pub(crate) async fn run_op(reg: &Registration, op: Op) -> io::Result<CompletionPacket> {
+    let id = reg.submit(op)?;
+    let mut guard = CancelOnDrop { reg, op: Some(id) };
+    let c = poll_fn(|cx| poll_op(reg, id, cx, |_| {})).await;
+    guard.op = None;
+    Ok(c)
+}
+
+/// Cancels an operation whose future was dropped before it completed.
+struct CancelOnDrop<'a> {
+    reg: &'a Registration,
+    op: Option<OpId>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(op) = self.op {
+            self.reg.cancel(op);
+        }
+    }
+}
+
+impl StreamIo {
+    /// Wraps a connected socket. Must run inside an executor.
+    pub(crate) fn new(fd: OwnedFd) -> StreamIo {
+        let exec = executor::current();
+        StreamIo {
+            fd: Some(fd),
+            rd: exec.reactor.register(),
+            wr: exec.reactor.register(),
+            group: exec.recv_group(),
+            read_op: None,
+            received: VecDeque::new(),
+            current: None,
+            spare: Vec::new(),
+            read_eof: false,
+            read_err: None,
+            write_buf: Vec::new(),
+            write_op: None,
+            write_err: None,
+            shutdown_op: None,
+            shut: false,
+        }
+    }
+
+    /// Connects socket `fd` to `addr` through the ring.
+    pub(crate) async fn connect(fd: OwnedFd, addr: std::net::SocketAddr) -> io::Result<StreamIo> {
+        let io = StreamIo::new(fd);
+        let c = run_op(&io.wr, Op::connect(io.raw_fd(), addr)).await?;
+        if c.result < 0 {
+            return Err(errno(c.result));
+        }
+        Ok(io)
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        self.fd.as_ref().expect("a stream owns its fd until dropped")
+    }
+
+    /// Handles the completions of the read op.
+    fn on_read(&mut self, c: CompletionPacket) {
+        if self.group.is_some() {
+            if c.result > 0 {
+                self.received.push_back(c);
+            } else {
+                self.end_read(c.result);
+            }
+            if !c.more() && c.result <= 0 {
+                self.read_op = None;
+            }
+            return;
+        }
+        // One-shot recv into an owned buffer.
+        let buf = self.rd.reclaim(c.op()).unwrap_or_default();
+        self.read_op = None;
+        if c.result > 0 {
+            self.current = Some((Chunk::Owned(buf), 0));
+        } else {
+            self.spare = buf;
+            self.end_read(c.result);
+        }
+    }
+
+    fn end_read(&mut self, result: i32) {
+        match result {
+            0 => self.read_eof = true,
+            r if r == -libc::ECANCELED || r == -libc::EINTR => {}
+            r => self.read_err = Some(errno(r)),
+        }
+    }
+
+    /// The next received bytes, waiting for some if needed. Empty at EOF.
+    pub(crate) fn poll_fill_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        loop {
+            if self.current.as_ref().is_some_and(|(chunk, pos)| *pos < chunk.bytes().len()) {
+                let (chunk, pos) = self.current.as_ref().expect("checked above");
+                return Poll::Ready(Ok(&chunk.bytes()[*pos..]));
+            }
+            if let Some((Chunk::Owned(v), _)) = self.current.take() {
+                self.spare = v;
+            }
+            if let Some(c) = self.received.pop_front() {
+                if let Some(buf) = self.rd.buffer(&c) {
+                    self.current = Some((Chunk::Ring(buf), 0));
+                }
+                continue;
+            }
+            if let Some(e) = self.read_err.take() {
+                return Poll::Ready(Err(e));
+            }
+            if self.read_eof {
+                return Poll::Ready(Ok(&[]));
+            }
+            let op = match self.read_op {
+                Some(op) => op,
+                None => {
+                    let op = match self.group {
+                        Some(group) => Op::recv_multi(self.raw_fd(), group),
+                        None => {
+                            let mut buf = std::mem::take(&mut self.spare);
+                            buf.clear();
+                            buf.reserve(OWNED_READ);
+                            Op::recv(self.raw_fd(), buf, 0)
+                        }
+                    };
+                    let id = self.rd.submit(op)?;
+                    self.read_op = Some(id);
+                    id
+                }
+            };
+            let c = ready!(poll_op(&self.rd, op, cx, |_| {}));
+            self.on_read(c);
+        }
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        if let Some((chunk, pos)) = &mut self.current {
+            *pos = (*pos + n).min(chunk.bytes().len());
+        }
+    }
+
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if dst.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let src = ready!(self.poll_fill_buf(cx))?;
+        let n = src.len().min(dst.len());
+        dst[..n].copy_from_slice(&src[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(n))
+    }
+
+    /// Waits for the send in flight, resubmitting the rest of a short send.
+    fn poll_write_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(op) = self.write_op {
+            let c = ready!(poll_op(&self.wr, op, cx, |_| {}));
+            let mut buf = self.wr.reclaim(op).unwrap_or_default();
+            self.write_op = None;
+            if c.result < 0 {
+                if c.result != -libc::EINTR {
+                    self.write_err = Some(errno(c.result));
+                    buf.clear();
+                    self.write_buf = buf;
+                    break;
+                }
+            } else {
+                buf.drain(..(c.result as usize).min(buf.len()));
+            }
+            if buf.is_empty() {
+                self.write_buf = buf;
+            } else {
+                self.write_op = Some(self.wr.submit(Op::send(self.raw_fd(), buf, 0))?);
+            }
+        }
+        match self.write_err.take() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_write_idle(cx))?;
+        if self.shut {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream shut down for writing",
+            )));
+        }
+        if src.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = src.len().min(WRITE_MAX);
+        let mut buf = std::mem::take(&mut self.write_buf);
+        buf.clear();
+        buf.extend_from_slice(&src[..n]);
+        self.write_op = Some(self.wr.submit(Op::send(self.raw_fd(), buf, 0))?);
+        Poll::Ready(Ok(n))
+    }
+
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_write_idle(cx)
+    }
+
+    /// Flushes, then shuts down the writing half.
+    pub(crate) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_idle(cx))?;
+        if self.shut {
+            return Poll::Ready(Ok(()));
+        }
+        let op = match self.shutdown_op {
+            Some(op) => op,
+            None => {
+                let op = self.wr.submit(Op::shutdown(self.raw_fd(), libc::SHUT_WR))?;
+                self.shutdown_op = Some(op);
+                op
+            }
+        };
+        let c = ready!(poll_op(&self.wr, op, cx, |_| {}));
+        self.shutdown_op = None;
+        self.shut = true;
+        if c.result < 0 && c.result != -libc::ENOTCONN {
+            return Poll::Ready(Err(errno(c.result)));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for StreamIo {
+    fn drop(&mut self) {
+        // Close through the ring so that the close runs after every SQE
+        // already queued for this fd; if the ring refuses, close now.
+        if let Some(fd) = self.fd.take() {
+            let raw = fd.as_raw_fd();
+            if let Err(e) = self.wr.submit(Op::close(fd)) {
+                drop(e);
+                // SAFETY: `Op::close` consumed the OwnedFd only on success;
+                // on failure `raw` is still open and owned by no one else.
+                drop(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+    }
+}
+
+/// A listening socket's accept state: one multishot accept, armed on the
+/// first accept, whose fds queue here until taken.
+pub(crate) struct Acceptor {
+    reg: Registration,
+    op: Option<OpId>,
+    ready: VecDeque<OwnedFd>,
+    err: Option<io::Error>,
+}
+
+impl Acceptor {
+    pub(crate) fn new() -> Acceptor {
+        Acceptor {
+            reg: executor::current().reactor.register(),
+            op: None,
+            ready: VecDeque::new(),
+            err: None,
+        }
+    }
+
+    pub(crate) fn poll_accept(
+        &mut self,
+        fd: RawFd,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<OwnedFd>> {
+        loop {
+            if let Some(fd) = self.ready.pop_front() {
+                return Poll::Ready(Ok(fd));
+            }
+            if let Some(e) = self.err.take() {
+                return Poll::Ready(Err(e));
+            }
+            let op = match self.op {
+                Some(op) => op,
+                None => {
+                    let op = self.reg.submit(Op::accept_multi(fd))?;
+                    self.op = Some(op);
+                    op
+                }
+            };
+            let mut list = PacketList::new();
+            ready!(self.reg.poll_drain_into(cx, &mut list));
+            for packet in list {
+                let Some(c) = packet.as_completion() else { continue };
+                if c.op() != op {
+                    continue;
+                }
+                if c.result >= 0 {
+                    // SAFETY: a successful accept's result is a new fd that
+                    // this completion hands to us alone.
+                    self.ready.push_back(unsafe { OwnedFd::from_raw_fd(c.result) });
+                } else if c.result != -libc::ECANCELED && c.result != -libc::EINTR {
+                    self.err = Some(errno(c.result));
+                }
+                if !c.more() && c.result < 0 {
+                    self.op = None;
+                }
+            }
+        }
+    }
+}

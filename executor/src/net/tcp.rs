@@ -1,0 +1,211 @@
+//! TCP: [`TcpListener`] and [`TcpStream`].
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::stream::{Acceptor, StreamIo};
+
+/// A TCP socket listening for connections.
+///
+/// Accepts use one multishot accept, armed at the first
+/// [`accept`](Self::accept); connections that arrive between accepts queue
+/// in the listener (bounded by the registration's queue, beyond which the
+/// kernel's backlog holds them).
+///
+/// # Examples
+///
+/// ```
+/// use futures::{AsyncReadExt, AsyncWriteExt};
+/// use tally::net::{TcpListener, TcpStream};
+///
+/// let rt = tally::LocalReactor::new().unwrap();
+/// rt.block_on(async {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let addr = listener.local_addr().unwrap();
+///     let server = tally::spawn(async move {
+///         let (mut s, _) = listener.accept().await.unwrap();
+///         let mut buf = [0; 5];
+///         s.read_exact(&mut buf).await.unwrap();
+///         s.write_all(&buf).await.unwrap();
+///         s.flush().await.unwrap();
+///     });
+///     let mut c = TcpStream::connect(addr).await.unwrap();
+///     c.write_all(b"hello").await.unwrap();
+///     let mut buf = [0; 5];
+///     c.read_exact(&mut buf).await.unwrap();
+///     assert_eq!(&buf, b"hello");
+///     server.await.unwrap();
+/// });
+/// ```
+pub struct TcpListener {
+    sock: std::net::TcpListener,
+    acceptor: RefCell<Acceptor>,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (port 0 picks a free port) and listens.
+    ///
+    /// # Errors
+    ///
+    /// Any error from resolving, binding or listening.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a running tally executor.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        Ok(TcpListener::from_std(std::net::TcpListener::bind(addr)?))
+    }
+
+    /// Wraps a listening std socket.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a running tally executor.
+    pub fn from_std(sock: std::net::TcpListener) -> TcpListener {
+        TcpListener { sock, acceptor: RefCell::new(Acceptor::new()) }
+    }
+
+    /// Accepts one connection.
+    ///
+    /// # Errors
+    ///
+    /// An error from `accept` (e.g. `EMFILE`); the listener stays usable.
+    ///
+    /// # Panics
+    ///
+    /// Panics if two tasks await `accept` on one listener at once.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let fd =
+            poll_fn(|cx| self.acceptor.borrow_mut().poll_accept(self.sock.as_raw_fd(), cx)).await?;
+        let stream = TcpStream::from_fd(fd);
+        let peer = stream.peer_addr()?;
+        Ok((stream, peer))
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    ///
+    /// As `getsockname(2)`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener").field("fd", &self.sock.as_raw_fd()).finish()
+    }
+}
+
+/// A TCP connection. Implements `futures::io::{AsyncRead, AsyncBufRead,
+/// AsyncWrite}`; see the [module docs](super) for its buffers.
+pub struct TcpStream {
+    pub(crate) io: StreamIo,
+}
+
+impl TcpStream {
+    /// Connects to `addr`, trying each resolved address in turn.
+    ///
+    /// # Errors
+    ///
+    /// The last connect error, or `InvalidInput` if nothing resolved.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a running tally executor.
+    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+        for addr in addr.to_socket_addrs()? {
+            let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+            // SAFETY: socket(2) takes no pointers; the result is checked.
+            let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                last = io::Error::last_os_error();
+                continue;
+            }
+            // SAFETY: socket just returned `fd`, owned by nothing else.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            match StreamIo::connect(fd, addr).await {
+                Ok(io) => return Ok(TcpStream { io }),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    pub(crate) fn from_fd(fd: OwnedFd) -> TcpStream {
+        TcpStream { io: StreamIo::new(fd) }
+    }
+
+    /// Wraps a connected std stream.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a running tally executor.
+    pub fn from_std(stream: std::net::TcpStream) -> TcpStream {
+        TcpStream::from_fd(stream.into())
+    }
+
+    fn with_std<T>(&self, f: impl FnOnce(&std::net::TcpStream) -> io::Result<T>) -> io::Result<T> {
+        let fd = self.io.fd().try_clone()?;
+        f(&std::net::TcpStream::from(fd))
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    ///
+    /// As `getsockname(2)`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.with_std(|s| s.local_addr())
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    ///
+    /// As `getpeername(2)`.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.with_std(|s| s.peer_addr())
+    }
+
+    /// Sets `TCP_NODELAY`.
+    ///
+    /// # Errors
+    ///
+    /// As `setsockopt(2)`.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.with_std(|s| s.set_nodelay(on))
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.fd().as_fd()
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.raw_fd()
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream").field("fd", &self.io.raw_fd()).finish()
+    }
+}
+
+super::stream_traits!(TcpStream);
