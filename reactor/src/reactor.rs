@@ -315,10 +315,12 @@ impl Reactor {
     ///
     /// # Errors
     ///
-    /// `EBADF` if `fd` is not open; `AlreadyExists` if another live
-    /// registration already watches `fd`.
+    /// `EBADF` if `fd` is not open; `PermissionDenied` if it is a regular
+    /// file, directory or block device, which cannot wait for readiness
+    /// (epoll refuses them with `EPERM`); `AlreadyExists` if
+    /// another live registration already watches `fd`.
     pub fn register_fd(&self, fd: RawFd, interest: Signals) -> io::Result<Registration> {
-        syscall::check_fd(fd)?;
+        syscall::check_pollable(fd)?;
         let mut core = self.inner.core.borrow_mut();
         let index = fd as usize;
         if let Some(Some(owner)) = core.fd_owner.get(index) {
@@ -334,7 +336,12 @@ impl Reactor {
             core.fd_owner.resize(index + 1, None);
         }
         core.fd_owner[index] = Some(token);
-        core.submit(token, Op::poll_multi(fd, interest))?;
+        if let Err(e) = core.submit(token, Op::poll_multi(fd, interest)) {
+            let garbage = core.deregister(token);
+            drop(core);
+            drop(garbage);
+            return Err(e);
+        }
         drop(core);
         Ok(Registration::new(self.inner.clone(), token))
     }

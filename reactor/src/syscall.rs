@@ -39,12 +39,24 @@ pub(crate) fn close_fd(fd: RawFd) {
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
-/// Checks that `fd` is an open descriptor, so that bad input fails at once
-/// with `EBADF` rather than in a later completion.
-pub(crate) fn check_fd(fd: RawFd) -> io::Result<()> {
+/// Checks that `fd` is an open descriptor that can wait for readiness, so
+/// that bad input fails at once rather than in a later completion: `EBADF`
+/// if it is not open, `PermissionDenied` (where `epoll_ctl` answers `EPERM`)
+/// for a regular file, directory or block device, which are always "ready"
+/// and would make a multishot poll complete on every turn.
+pub(crate) fn check_pollable(fd: RawFd) -> io::Result<()> {
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
-    // F_GETFD reads flags only.
-    syscall!(fcntl(fd, libc::F_GETFD)).map(drop)
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // `st` is a valid, writable stat buffer for the duration of the call.
+    syscall!(fstat(fd, &mut st))?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("fd {fd} is a file, directory or block device: it cannot wait for readiness"),
+        )),
+        _ => Ok(()),
+    }
 }
