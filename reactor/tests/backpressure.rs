@@ -1,0 +1,101 @@
+//! Back pressure: a registration whose queue is full stops re-arming its
+//! data-bearing multishot operations until it is drained, and loses
+//! nothing on the way.
+
+mod util;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use tally_reactor::{Builder, Op};
+use util::{Deadline, TICK, completions, pattern};
+
+/// A queue of 2 and 12 connections: the accept pauses when the queue fills,
+/// and resumes after each drain until every connection is accepted once.
+#[test]
+fn multishot_accept_pauses_on_a_full_queue_and_resumes_after_a_drain() {
+    let reactor = Builder::new().queue_cap(2).build().unwrap();
+    require!(reactor, multishot_accept);
+    let (listener, addr) = util::loopback_listener();
+    let reg = reactor.register();
+    let op = reg.submit(Op::accept_multi(listener.as_raw_fd())).unwrap();
+    reactor.turn(Some(Duration::ZERO)).unwrap();
+    const CLIENTS: usize = 12;
+    let clients: Vec<_> = (0..CLIENTS).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Let the queue fill without draining.
+    for _ in 0..5 {
+        reactor.turn(Some(TICK)).unwrap();
+    }
+    let m = reactor.metrics();
+    assert!(m.queue_overflows > 0, "the queue of 2 never overflowed: {m:?}");
+
+    let mut peers = HashSet::new();
+    let deadline = Deadline::new();
+    while peers.len() < CLIENTS {
+        deadline.check(&reactor, "every connection to be accepted");
+        for c in completions(&reg.try_drain()) {
+            assert_eq!(c.op(), op);
+            assert!(c.result >= 0, "accept: {}", util::errno(c.result));
+            // SAFETY: the completion hands us this fd.
+            let s = TcpStream::from(unsafe { OwnedFd::from_raw_fd(c.result) });
+            assert!(peers.insert(s.peer_addr().unwrap()), "a connection accepted twice");
+        }
+        reactor.turn(Some(TICK)).unwrap();
+    }
+    let want: HashSet<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+    assert_eq!(peers, want);
+    println!("accept back pressure: {:?}", reactor.metrics());
+}
+
+/// A multishot recv on a registration with a queue of 4: data keeps
+/// arriving, in order, with the recv stopping and re-arming as the
+/// consumer drains slowly.
+#[test]
+fn multishot_recv_pauses_on_a_full_queue() {
+    let reactor = Builder::new().queue_cap(4).build().unwrap();
+    require!(reactor, multishot_recv);
+    require!(reactor, buf_ring);
+    let group = reactor.buf_ring(64, 512).unwrap();
+    let (rx, tx) = UnixStream::pair().unwrap();
+    let reg = reactor.register();
+    reg.submit(Op::recv_multi(rx.as_raw_fd(), group)).unwrap();
+    const DATA: u64 = 64 * 1024;
+    let writer = std::thread::spawn(move || {
+        let bytes: Vec<u8> = (0..DATA).map(pattern).collect();
+        for chunk in bytes.chunks(512) {
+            (&tx).write_all(chunk).unwrap();
+        }
+    });
+    let deadline = Deadline::new();
+    let (mut received, mut eof, mut turns) = (0u64, false, 0u64);
+    while !eof {
+        deadline.check(&reactor, "the paced recv");
+        reactor.turn(Some(TICK)).unwrap();
+        turns += 1;
+        // Drain only every third turn, so the queue fills in between.
+        if turns % 3 != 0 {
+            continue;
+        }
+        for c in completions(&reg.try_drain()) {
+            assert!(c.result >= 0, "recv: {}", util::errno(c.result));
+            if c.result == 0 {
+                eof = true;
+                continue;
+            }
+            let buf = reg.buffer(&c).unwrap();
+            for (i, &b) in buf.iter().enumerate() {
+                assert_eq!(b, pattern(received + i as u64), "byte {}", received + i as u64);
+            }
+            received += buf.len() as u64;
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(received, DATA);
+    let m = reactor.metrics();
+    assert!(m.queue_overflows > 0, "the queue of 4 never overflowed: {m:?}");
+    println!("recv back pressure: {m:?}");
+}
