@@ -2,7 +2,6 @@
 
 mod util;
 
-use std::ffi::CStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -50,7 +49,7 @@ fn write_then_read_a_pipe() {
 fn write_at_then_read_at_a_memfd() {
     let reactor = Reactor::new().unwrap();
     let reg = reactor.register();
-    let name = CStr::from_bytes_with_nul(b"tally-ops\0").unwrap();
+    let name = c"tally-ops";
     // SAFETY: `name` is a valid C string; memfd_create takes no other pointers.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());

@@ -53,7 +53,8 @@ fn woken_by_a_raise_and_left_undrained_is_counted() {
     let reg = reactor.register();
     let count = park(&reg);
     let signaler = reg.signaler();
-    std::thread::spawn(move || signaler.raise(Signals::user(0), 3).unwrap()).join().unwrap();
+    let raised = std::thread::spawn(move || signaler.raise(Signals::user(0), 3).unwrap());
+    assert_eq!(raised.join().unwrap(), tally_reactor::Raised::Woke);
     woken(&reactor, &count);
     reactor.turn(Some(Duration::ZERO)).unwrap();
     assert_eq!(reactor.metrics().undrained, 1);
