@@ -334,6 +334,9 @@ impl Executor {
     /// Runs `future` to completion on this thread, driving tasks and I/O.
     pub(crate) fn block_on<F: Future>(this: &Rc<Executor>, future: F) -> F::Output {
         let _enter = Enter::new(this);
+        // Tasks woken while no executor ran on this thread went to the
+        // remote queue: queue them now, so they run in the first crank.
+        this.drain_remote();
         let main = Arc::new(TaskWaker::new(TaskId::MAIN, this.shared.clone(), true));
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);
@@ -357,6 +360,9 @@ impl Executor {
         future: &mut F,
     ) -> Poll<F::Output> {
         let _enter = Enter::new(this);
+        // Tasks woken while no executor ran on this thread went to the
+        // remote queue: queue them now, so they run in the first crank.
+        this.drain_remote();
         let main = Arc::new(TaskWaker::new(TaskId::MAIN, this.shared.clone(), true));
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);

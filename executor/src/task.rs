@@ -209,10 +209,11 @@ pub struct JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    /// Cancels the task: its future is dropped at the executor's next
-    /// opportunity (at once if it is not running), and awaiting this handle
-    /// yields [`JoinError::Cancelled`]. Aborting a finished task does
-    /// nothing.
+    /// Cancels the task: its future is dropped exactly once, without being
+    /// polled again, at the executor's next crank (or as soon as its
+    /// current poll returns, if the task aborts itself), and awaiting this
+    /// handle then yields [`JoinError::Cancelled`]. Aborting a finished
+    /// task does nothing: its output stays available.
     pub fn abort(&self) {
         if !matches!(*self.inner.state.borrow(), JoinState::Running) {
             return;
