@@ -11,7 +11,9 @@ pub struct Metrics {
     pub backend: &'static str,
     /// Calls to `turn`.
     pub turns: u64,
-    /// Kernel entries (`io_uring_enter`) made by `turn`.
+    /// Kernel entries (`io_uring_enter` calls): the one a `turn` makes,
+    /// plus any made to flush a full submission queue or an overflowed
+    /// completion queue.
     pub enters: u64,
     /// Operations submitted (user operations and internal re-arms).
     pub submissions: u64,
@@ -52,7 +54,6 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) turns: u64,
-    pub(crate) enters: u64,
     pub(crate) submissions: u64,
     pub(crate) completions: u64,
     pub(crate) packets: u64,

@@ -80,6 +80,13 @@ impl Driver {
         }
     }
 
+    /// Kernel entries made so far, whatever their reason.
+    pub(crate) fn enters(&self) -> u64 {
+        match self {
+            Driver::Uring(u) => u.enters(),
+        }
+    }
+
     /// # Safety
     ///
     /// `kind` must stay where it is, with its resources alive, until the

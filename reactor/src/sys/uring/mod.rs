@@ -23,6 +23,8 @@ pub(crate) struct Uring {
     /// order, before the next enter. Never grows in steady state.
     backlog: Vec<squeue::Entry>,
     buf_rings: Vec<BufRing>,
+    /// `io_uring_enter` calls made so far, for metrics.
+    enters: u64,
 }
 
 /// The setup flags we try, richest first; each step drops what an older
@@ -88,11 +90,15 @@ impl Uring {
                 && params.is_feature_fast_poll(),
             buf_ring: probe.is_supported(opcode::Socket::CODE),
         };
-        Ok(Uring { ring, features, backlog: Vec::new(), buf_rings: Vec::new() })
+        Ok(Uring { ring, features, backlog: Vec::new(), buf_rings: Vec::new(), enters: 0 })
     }
 
     pub(crate) fn features(&self) -> Features {
         self.features
+    }
+
+    pub(crate) fn enters(&self) -> u64 {
+        self.enters
     }
 
     /// Queues `entry`. When the SQ is full it flushes to the kernel and
@@ -108,6 +114,7 @@ impl Uring {
                 return;
             }
             // SQ full: hand what is queued to the kernel, then retry once.
+            self.enters += 1;
             let _ = self.ring.submit();
             // SAFETY: as above.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
@@ -129,8 +136,11 @@ impl Uring {
                 sent += 1;
             }
             drop(sq);
-            if sent < self.backlog.len() && self.ring.submit().is_err() {
-                break;
+            if sent < self.backlog.len() {
+                self.enters += 1;
+                if self.ring.submit().is_err() {
+                    break;
+                }
             }
         }
         self.backlog.drain(..sent);
@@ -172,6 +182,7 @@ impl Uring {
         if !wait && queued == 0 && !kernel_wants_us {
             return Ok(false);
         }
+        self.enters += 1;
         let submitter = self.ring.submitter();
         let res = match (wait, timeout) {
             (true, Some(t)) => {
@@ -214,6 +225,7 @@ impl Uring {
             return false;
         }
         // submit() enters with GETEVENTS while the overflow flag is set.
+        self.enters += 1;
         let _ = self.ring.submit();
         true
     }
