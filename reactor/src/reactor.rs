@@ -16,8 +16,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use tally_packets::{
-    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, PacketQueue, Signals,
-    Token,
+    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, Signals, Token,
 };
 
 use crate::buf_ring::BufGroup;
@@ -223,10 +222,16 @@ pub(crate) struct Core {
 
 /// One registration's reactor-side state.
 pub(crate) struct RegSlot {
-    pub(crate) queue: PacketQueue,
-    /// Data-bearing packets that found the queue full; their multishot
-    /// operations are paused until a drain.
-    pub(crate) overflow: Vec<Packet>,
+    /// Completion packets waiting for a drain, oldest first. The first
+    /// `queue_cap` are the queue proper; any beyond are overflow, which a
+    /// data-bearing multishot op answers by pausing until the next drain.
+    ///
+    /// Only completions queue here. Signals (readiness edges, remote
+    /// raises) fold into `local_signal` and the shared counted signal and
+    /// become one packet at drain time, and user packets wait in `shared`,
+    /// so the fold-on-overflow of `PacketQueue` has nothing to do and a
+    /// plain `Vec` (drained with one copy) serves. It keeps its allocation.
+    pub(crate) queue: Vec<Packet>,
     pub(crate) waker: Option<Waker>,
     pub(crate) trigger: Signals,
     /// Readiness edges folded in on this thread, packed as a CountedSignal.
@@ -375,7 +380,7 @@ impl Reactor {
         Metrics {
             backend: core.driver.name(),
             turns: c.turns,
-            enters: c.enters,
+            enters: core.driver.enters(),
             submissions: c.submissions,
             completions: c.completions,
             packets: c.packets,
@@ -420,9 +425,7 @@ impl Reactor {
         if wait {
             self.inner.remote.woke();
         }
-        if entered? {
-            core.counters.enters += 1;
-        }
+        entered?;
         let reaped = core.reap_all();
         core.drain_remote();
         let mut wakers = std::mem::take(&mut core.wakers);
@@ -459,8 +462,7 @@ impl fmt::Debug for Reactor {
 impl Core {
     fn insert_reg(&mut self, trigger: Signals, fd: Option<RawFd>) -> Token {
         let slot = RegSlot {
-            queue: PacketQueue::with_cap(self.config.queue_cap),
-            overflow: Vec::new(),
+            queue: Vec::new(),
             waker: None,
             trigger,
             local_signal: 0,
@@ -552,7 +554,7 @@ impl Core {
     fn may_rearm(&mut self, token: OpId) -> Option<bool> {
         let op = self.ops.get(token).filter(|op| op.state == OpState::Paused)?;
         let reg = self.regs.get(op.reg)?;
-        if reg.queue.is_full() || !reg.overflow.is_empty() {
+        if reg.queue.len() >= self.config.queue_cap {
             return Some(false);
         }
         if let OpKind::RecvMulti { group, .. } = op.kind {
@@ -645,14 +647,15 @@ impl Core {
         }
         if deliver {
             let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, group);
-            if let Err(packet) = reg.queue.push(Packet::completion(reg_token, c)) {
-                reg.overflow.push(packet);
+            if reg.queue.len() >= self.config.queue_cap {
+                // Overflow: kept (nothing is lost), and back pressure below.
                 self.counters.queue_overflows += 1;
                 if multishot && more && op.state == OpState::InFlight {
                     self.driver.cancel(token);
                     op.state = OpState::Stopping;
                 }
             }
+            reg.queue.push(Packet::completion(reg_token, c));
         }
         if !more {
             let keeps_going = multishot
@@ -710,8 +713,8 @@ impl Core {
             out.push(Packet::signal(token, reg.trigger, bits, count));
             self.counters.coalesced_raises += u64::from(count.get().saturating_sub(1));
         }
-        reg.queue.drain_into(out);
-        out.extend(reg.overflow.drain(..));
+        out.extend_from_slice(&reg.queue);
+        reg.queue.clear();
         if let Some(shared) = &reg.shared {
             shared.drain_user(|p| out.push(Packet::user(token, p)));
         }
@@ -761,37 +764,23 @@ impl Core {
         }
     }
 
-    /// Takes `op`'s completions out of `reg`'s queue and overflow list and
-    /// reclaims what they carry (an accepted fd, a provided buffer).
-    /// Returns whether there were any.
+    /// Takes `op`'s completions out of `reg`'s queue and reclaims what they
+    /// carry (an accepted fd, a provided buffer). Returns whether there
+    /// were any.
     fn purge(&mut self, reg: Token, op: OpId) -> bool {
         let Some(r) = self.regs.get_mut(reg) else { return false };
         let is_op = |p: &Packet| p.as_completion().is_some_and(|c| c.op() == op);
-        if !r.queue.iter().chain(r.overflow.iter()).any(is_op) {
-            return false;
-        }
-        let mut withdrawn: Vec<Packet> = Vec::new();
-        for packet in r.queue.take() {
-            if is_op(&packet) {
-                withdrawn.push(packet);
-            } else {
-                // Cannot fail: the queue held this packet a moment ago.
-                let _ = r.queue.push(packet);
+        let before = r.queue.len();
+        let (driver, counters) = (&mut self.driver, &mut self.counters);
+        r.queue.retain(|packet| {
+            if !is_op(packet) {
+                return true;
             }
-        }
-        r.overflow.retain(|packet| {
-            if is_op(packet) {
-                withdrawn.push(*packet);
-                false
-            } else {
-                true
-            }
+            reclaim_packet(driver, packet);
+            counters.reclaimed += 1;
+            false
         });
-        for packet in &withdrawn {
-            reclaim_packet(&mut self.driver, packet);
-            self.counters.reclaimed += 1;
-        }
-        true
+        r.queue.len() < before
     }
 
     /// Removes op `token` from the slab and from its registration's list.
@@ -828,7 +817,7 @@ impl Core {
                 OpState::Cancelled => {}
             }
         }
-        for packet in slot.queue.iter().chain(slot.overflow.iter()) {
+        for packet in &slot.queue {
             if reclaim_packet(&mut self.driver, packet) {
                 self.counters.reclaimed += 1;
             }
@@ -900,7 +889,6 @@ impl Core {
 impl RegSlot {
     fn has_packets(&self) -> bool {
         !self.queue.is_empty()
-            || !self.overflow.is_empty()
             || self.local_signal != 0
             || self
                 .shared
