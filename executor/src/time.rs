@@ -197,6 +197,9 @@ impl Timers {
 /// A future that completes at a deadline. Dropping it cancels the timer.
 pub struct Sleep {
     deadline: Instant,
+    /// The duration of a sleep made outside any executor, until it binds:
+    /// a fake clock counts it from its own now, not from the real one.
+    unbound: Option<Duration>,
     key: Option<TimerKey>,
     exec: Weak<Executor>,
 }
@@ -204,8 +207,10 @@ pub struct Sleep {
 /// Waits until `duration` has passed.
 ///
 /// It may be created outside an executor (say, as the argument of
-/// `block_on`); it then measures from its creation on the real clock and
-/// binds to the executor that first polls it.
+/// `block_on`); it then binds to the executor that first polls it, and
+/// measures from its creation on the real clock, or from the moment it
+/// binds on a fake one ([`TestExecutor`](crate::TestExecutor)), whose time
+/// has nothing to do with the real clock's.
 ///
 /// # Examples
 ///
@@ -218,7 +223,11 @@ pub struct Sleep {
 pub fn sleep(duration: Duration) -> Sleep {
     match executor::try_current() {
         Some(exec) => Sleep::new(exec.clock.now() + duration, Rc::downgrade(&exec)),
-        None => Sleep::new(Instant::now() + duration, Weak::new()),
+        None => {
+            let mut sleep = Sleep::new(Instant::now() + duration, Weak::new());
+            sleep.unbound = Some(duration);
+            sleep
+        }
     }
 }
 
@@ -229,10 +238,12 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 
 impl Sleep {
     fn new(deadline: Instant, exec: Weak<Executor>) -> Sleep {
-        Sleep { deadline, key: None, exec }
+        Sleep { deadline, unbound: None, key: None, exec }
     }
 
-    /// The instant this sleep completes at.
+    /// The instant this sleep completes at. For a sleep made outside an
+    /// executor, it is counted on the real clock until the sleep is first
+    /// polled.
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
@@ -240,6 +251,7 @@ impl Sleep {
     /// Moves the deadline, re-arming the timer.
     pub fn reset(&mut self, deadline: Instant) {
         self.cancel();
+        self.unbound = None;
         self.deadline = deadline;
     }
 
@@ -261,6 +273,11 @@ impl Future for Sleep {
                 // Never bound (created outside an executor): bind now.
                 let exec = executor::current();
                 self.exec = Rc::downgrade(&exec);
+                if let Some(duration) = self.unbound.take() {
+                    if exec.clock.is_fake() {
+                        self.deadline = exec.clock.now() + duration;
+                    }
+                }
                 exec
             }
             // Bound, and the executor is gone: nothing will ever fire it.
@@ -350,11 +367,15 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
 ///
 /// A tick that falls behind (the task was busy) fires at once, and the next
 /// deadline is counted from the missed one, so ticks do not drift; when a
-/// whole period or more was missed, the schedule restarts from now.
+/// whole period or more was missed, the schedule restarts from now: missed
+/// ticks are not made up in a burst.
+///
+/// Made outside an executor, it binds to the executor that first polls it,
+/// as [`sleep`] does.
 ///
 /// # Panics
 ///
-/// Panics outside a running tally executor, or if `period` is zero.
+/// Panics if `period` is zero.
 pub fn interval(period: Duration) -> Interval {
     assert!(!period.is_zero(), "interval period must be non-zero");
     let sleep = sleep(period);
@@ -376,13 +397,15 @@ impl Interval {
 
     /// Polls for the next tick.
     pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
-        let deadline = self.sleep.deadline;
         if Pin::new(&mut self.sleep).poll(cx).is_pending() {
             return Poll::Pending;
         }
+        // Read after the poll: a sleep made outside an executor fixes its
+        // deadline when it binds.
+        let deadline = self.sleep.deadline;
         let now = self.sleep.exec.upgrade().map_or_else(Instant::now, |e| e.clock.now());
         let mut next = deadline + self.period;
-        if next + self.period <= now {
+        if next <= now {
             next = now + self.period;
         }
         self.sleep.reset(next);
