@@ -16,13 +16,11 @@ use util::{bounded, yield_now};
 /// A task that keeps waking itself, counting its polls. It gives up after
 /// [`util::BUDGET`], so that an executor without a budget fails these tests
 /// (the others' deadlines are then blown) instead of hanging them.
-fn spinner(polls: Rc<Cell<u64>>) -> impl Future<Output = ()> {
-    async move {
-        let start = Instant::now();
-        while start.elapsed() < util::BUDGET {
-            polls.set(polls.get() + 1);
-            yield_now().await;
-        }
+async fn spinner(polls: Rc<Cell<u64>>) {
+    let start = Instant::now();
+    while start.elapsed() < util::BUDGET {
+        polls.set(polls.get() + 1);
+        yield_now().await;
     }
 }
 

@@ -105,7 +105,8 @@ fn a_task_woken_many_times_before_it_runs_is_polled_once() {
     // Clones and by-value wakes dedup too.
     let w = g.waker();
     for _ in 0..10 {
-        w.clone().wake();
+        let clone = w.clone();
+        clone.wake();
     }
     crank(&rt);
     c.assert("ten wakes by value", 4, 0);

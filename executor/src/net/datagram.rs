@@ -3,7 +3,8 @@
 //! A multishot poll raises the read registration's counted signal on each
 //! readable edge; `recv` tries the non-blocking syscall first and waits for
 //! an edge only on `WouldBlock`. Sends rarely block, so a one-shot poll is
-//! armed for writability only when one does.
+//! armed for writability only when one does (a send to a Unix datagram
+//! socket whose reader is behind does block).
 
 use std::fmt;
 use std::future::poll_fn;
@@ -16,7 +17,7 @@ use std::task::{Context, Poll};
 
 use tally_reactor::{Op, PacketList, Registration, Signals};
 
-use super::stream::run_op;
+use super::stream::CancelOnDrop;
 use crate::executor;
 
 /// Readiness for one non-blocking fd.
@@ -54,7 +55,15 @@ impl Readiness {
         loop {
             match f() {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    run_op(&self.writable, Op::poll(self.fd, Signals::WRITABLE)).await?;
+                    // A poll's readiness arrives as a signal packet, an
+                    // error as a completion: either way, try again.
+                    let op = self.writable.submit(Op::poll(self.fd, Signals::WRITABLE))?;
+                    let _cancel = CancelOnDrop { reg: &self.writable, op: Some(op) };
+                    poll_fn(|cx| {
+                        let mut list = PacketList::new();
+                        self.writable.poll_drain_into(cx, &mut list)
+                    })
+                    .await;
                 }
                 r => return r,
             }

@@ -40,8 +40,10 @@ pub(crate) struct StreamIo {
     wr: Registration,
     group: Option<BufGroup>,
     read_op: Option<OpId>,
-    /// Completions naming ring buffers, not yet claimed, oldest first.
-    received: VecDeque<CompletionPacket>,
+    /// Received bytes not yet read, oldest first. They belong to the
+    /// stream, not to any read future, so a dropped read loses nothing.
+    received: VecDeque<Chunk>,
+    /// The chunk being read, and how much of it has been read.
     current: Option<(Chunk, usize)>,
     /// A spare owned read buffer (kernels without buffer rings).
     spare: Vec<u8>,
@@ -95,9 +97,9 @@ pub(crate) async fn run_op(reg: &Registration, op: Op) -> io::Result<CompletionP
 }
 
 /// Cancels an operation whose future was dropped before it completed.
-struct CancelOnDrop<'a> {
-    reg: &'a Registration,
-    op: Option<OpId>,
+pub(crate) struct CancelOnDrop<'a> {
+    pub(crate) reg: &'a Registration,
+    pub(crate) op: Option<OpId>,
 }
 
 impl Drop for CancelOnDrop<'_> {
@@ -149,14 +151,21 @@ impl StreamIo {
         self.fd.as_ref().expect("a stream owns its fd until dropped")
     }
 
-    /// Handles the completions of the read op.
+    /// Handles one completion of the read op.
     fn on_read(&mut self, c: CompletionPacket) {
         if self.group.is_some() {
             if c.result > 0 {
-                self.received.push_back(c);
+                // Claim the buffer now: the bytes are the stream's from here
+                // on, whoever reads them.
+                match self.rd.buffer(&c) {
+                    Some(buf) => self.received.push_back(Chunk::Ring(buf)),
+                    None => debug_assert!(false, "a recv completion without its buffer: {c:?}"),
+                }
             } else {
                 self.end_read(c.result);
             }
+            // A final completion with data only pauses the multishot recv
+            // (the reactor re-arms it); one without data ends it.
             if !c.more() && c.result <= 0 {
                 self.read_op = None;
             }
@@ -166,11 +175,29 @@ impl StreamIo {
         let buf = self.rd.reclaim(c.op()).unwrap_or_default();
         self.read_op = None;
         if c.result > 0 {
-            self.current = Some((Chunk::Owned(buf), 0));
+            self.received.push_back(Chunk::Owned(buf));
         } else {
             self.spare = buf;
             self.end_read(c.result);
         }
+    }
+
+    /// Takes everything queued on the read registration: every completion
+    /// of the read op, in order (a multishot recv may have completed many
+    /// times since the last look). `Pending` if nothing was queued.
+    fn poll_read_packets(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut list = PacketList::new();
+        ready!(self.rd.poll_drain_into(cx, &mut list));
+        for packet in list {
+            let Some(c) = packet.as_completion() else { continue };
+            if Some(c.op()) == self.read_op {
+                self.on_read(c);
+            } else {
+                // Not ours any more: hand back the buffer it may name.
+                self.rd.release_buffer(&c);
+            }
+        }
+        Poll::Ready(())
     }
 
     fn end_read(&mut self, result: i32) {
@@ -188,13 +215,9 @@ impl StreamIo {
                 let (chunk, pos) = self.current.as_ref().expect("checked above");
                 return Poll::Ready(Ok(&chunk.bytes()[*pos..]));
             }
-            if let Some((Chunk::Owned(v), _)) = self.current.take() {
-                self.spare = v;
-            }
-            if let Some(c) = self.received.pop_front() {
-                if let Some(buf) = self.rd.buffer(&c) {
-                    self.current = Some((Chunk::Ring(buf), 0));
-                }
+            self.release_current();
+            if let Some(chunk) = self.received.pop_front() {
+                self.current = Some((chunk, 0));
                 continue;
             }
             if let Some(e) = self.read_err.take() {
@@ -203,31 +226,38 @@ impl StreamIo {
             if self.read_eof {
                 return Poll::Ready(Ok(&[]));
             }
-            let op = match self.read_op {
-                Some(op) => op,
-                None => {
-                    let op = match self.group {
-                        Some(group) => Op::recv_multi(self.raw_fd(), group),
-                        None => {
-                            let mut buf = std::mem::take(&mut self.spare);
-                            buf.clear();
-                            buf.reserve(OWNED_READ);
-                            Op::recv(self.raw_fd(), buf, 0)
-                        }
-                    };
-                    let id = self.rd.submit(op)?;
-                    self.read_op = Some(id);
-                    id
-                }
-            };
-            let c = ready!(poll_op(&self.rd, op, cx, |_| {}));
-            self.on_read(c);
+            if self.read_op.is_none() {
+                let op = match self.group {
+                    Some(group) => Op::recv_multi(self.raw_fd(), group),
+                    None => {
+                        let mut buf = std::mem::take(&mut self.spare);
+                        buf.clear();
+                        buf.reserve(OWNED_READ);
+                        Op::recv(self.raw_fd(), buf, 0)
+                    }
+                };
+                self.read_op = Some(self.rd.submit(op)?);
+            }
+            ready!(self.poll_read_packets(cx));
+        }
+    }
+
+    /// Lets go of the current chunk: a ring buffer goes back to the kernel,
+    /// an owned one becomes the spare.
+    fn release_current(&mut self) {
+        if let Some((Chunk::Owned(v), _)) = self.current.take() {
+            self.spare = v;
         }
     }
 
     pub(crate) fn consume(&mut self, n: usize) {
         if let Some((chunk, pos)) = &mut self.current {
             *pos = (*pos + n).min(chunk.bytes().len());
+            if *pos == chunk.bytes().len() {
+                // Fully read: return a ring buffer at once rather than at
+                // the next read, so an idle stream holds none.
+                self.release_current();
+            }
         }
     }
 

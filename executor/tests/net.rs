@@ -1,0 +1,357 @@
+//! Sockets: Unix streams and listeners, UDP and Unix datagrams, buffered
+//! reads, close and shutdown, and the promise that a dropped read loses no
+//! data.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tally::LocalReactor;
+use tally::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+use util::{bounded, socket_path};
+
+/// `len` bytes that say who wrote them and where in the stream they sit.
+fn pattern(seed: u8, start: usize, len: usize) -> Vec<u8> {
+    (start..start + len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+#[test]
+fn unix_listener_and_stream_round_trip() {
+    let rt = LocalReactor::new().unwrap();
+    let path = socket_path("listener");
+    bounded(&rt, "unix round trip", async {
+        let listener = UnixListener::bind(&path).unwrap();
+        assert_eq!(listener.local_addr().unwrap().as_pathname(), Some(path.as_path()));
+        let server = tally::spawn(async move {
+            for _ in 0..3 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tally::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let n = s.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        s.write_all(&buf[..n]).await.unwrap();
+                    }
+                    s.close().await.unwrap();
+                });
+            }
+        });
+        for seed in 0..3u8 {
+            let c = UnixStream::connect(&path).await.unwrap();
+            assert!(c.peer_addr().unwrap().as_pathname().is_some());
+            let sent = pattern(seed, 0, 100_000);
+            // Write everything before reading back: 100 KB is more than the
+            // socket buffers hold, so write and read in two tasks.
+            let mut back = Vec::new();
+            let (mut r, mut w) = c.split();
+            let writer = async {
+                w.write_all(&sent).await.unwrap();
+                w.flush().await.unwrap();
+                w.close().await.unwrap();
+            };
+            let reader = async { r.read_to_end(&mut back).await.unwrap() };
+            futures::future::join(writer, reader).await;
+            assert_eq!(back.len(), sent.len());
+            assert!(back == sent, "client {seed}: echoed bytes differ");
+        }
+        server.await.unwrap();
+    });
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_unix_pair_round_trip() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "pair", async {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        b.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        b.write_all(b"pong").await.unwrap();
+        a.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+    });
+}
+
+#[test]
+fn udp_round_trip() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "udp", async {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let echo = tally::spawn(async move {
+            let mut buf = [0u8; 1500];
+            for _ in 0..100 {
+                let (n, from) = b.recv_from(&mut buf).await.unwrap();
+                b.send_to(&buf[..n], from).await.unwrap();
+            }
+        });
+        let mut buf = [0u8; 1500];
+        for i in 0..100u8 {
+            let msg = pattern(i, 0, 1 + i as usize * 10);
+            assert_eq!(a.send_to(&msg, ba).await.unwrap(), msg.len());
+            let (n, from) = a.recv_from(&mut buf).await.unwrap();
+            assert_eq!((&buf[..n], from), (&msg[..], ba));
+        }
+        echo.await.unwrap();
+        // Connected sockets.
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.connect(aa).unwrap();
+        a.connect(c.local_addr().unwrap()).unwrap();
+        c.send(b"connected").await.unwrap();
+        let n = a.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"connected");
+    });
+}
+
+#[test]
+fn unix_datagram_round_trip() {
+    let rt = LocalReactor::new().unwrap();
+    let (pa, pb) = (socket_path("dgram-a"), socket_path("dgram-b"));
+    bounded(&rt, "unix datagrams", async {
+        let a = UnixDatagram::bind(&pa).unwrap();
+        let b = UnixDatagram::bind(&pb).unwrap();
+        let echo = tally::spawn(async move {
+            let mut buf = [0u8; 2048];
+            for _ in 0..50 {
+                let (n, from) = b.recv_from(&mut buf).await.unwrap();
+                let to = from.as_pathname().unwrap().to_owned();
+                b.send_to(&buf[..n], to).await.unwrap();
+            }
+        });
+        let mut buf = [0u8; 2048];
+        for i in 0..50u8 {
+            let msg = pattern(i, 0, 1 + i as usize * 40);
+            a.send_to(&msg, &pb).await.unwrap();
+            let (n, from) = a.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &msg[..]);
+            assert_eq!(from.as_pathname(), Some(pb.as_path()));
+        }
+        echo.await.unwrap();
+        let (x, y) = UnixDatagram::pair().unwrap();
+        x.send(b"pair").await.unwrap();
+        let n = y.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"pair");
+        let u = UnixDatagram::unbound().unwrap();
+        u.send_to(b"unbound", &pa).await.unwrap();
+        let n = a.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"unbound");
+    });
+    std::fs::remove_file(&pa).unwrap();
+    std::fs::remove_file(&pb).unwrap();
+}
+
+#[test]
+fn a_datagram_send_that_would_block_waits_for_room() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "blocked datagram sends", async {
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        // The receiver's queue holds a bounded number of datagrams: sends
+        // beyond it would block until the reader makes room.
+        const N: usize = 2000;
+        let reader = tally::spawn(async move {
+            tally::time::sleep(Duration::from_millis(20)).await;
+            let mut buf = [0u8; 64];
+            for i in 0..N {
+                let n = rx.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], &(i as u32).to_le_bytes(), "datagram {i}");
+            }
+        });
+        for i in 0..N {
+            tx.send(&(i as u32).to_le_bytes()).await.unwrap();
+        }
+        reader.await.unwrap();
+    });
+}
+
+#[test]
+fn read_line_through_async_buf_read() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "read_line", async {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let writer = tally::spawn(async move {
+            for i in 0..200 {
+                b.write_all(format!("line {i}: {}\n", "x".repeat(i)).as_bytes()).await.unwrap();
+                if i % 7 == 0 {
+                    tally::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+            b.write_all(b"no newline at the end").await.unwrap();
+            b.close().await.unwrap();
+        });
+        let mut reader = futures::io::BufReader::with_capacity(16, a);
+        let mut line = String::new();
+        for i in 0..200 {
+            line.clear();
+            reader.read_line(&mut line).await.unwrap();
+            assert_eq!(line, format!("line {i}: {}\n", "x".repeat(i)));
+        }
+        line.clear();
+        assert_eq!(reader.read_line(&mut line).await.unwrap(), 21);
+        assert_eq!(line, "no newline at the end");
+        line.clear();
+        assert_eq!(reader.read_line(&mut line).await.unwrap(), 0, "EOF");
+        writer.await.unwrap();
+
+        // The stream itself is an AsyncBufRead, with no extra buffer.
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut b = b;
+        a.write_all(b"one\ntwo\nthree").await.unwrap();
+        a.close().await.unwrap();
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while b.read_line(&mut line).await.unwrap() > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        assert_eq!(lines, ["one\n", "two\n", "three"]);
+    });
+}
+
+#[test]
+fn close_and_shutdown_give_the_peer_eof() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "EOF", async {
+        // TCP close(): the peer reads what was sent, then EOF, and can
+        // still write back.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tally::spawn(async move { listener.accept().await.unwrap().0 });
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let mut s = accept.await.unwrap();
+        assert_eq!(c.peer_addr().unwrap(), addr);
+        assert_eq!(s.peer_addr().unwrap(), c.local_addr().unwrap());
+        c.set_nodelay(true).unwrap();
+        c.write_all(b"last words").await.unwrap();
+        c.close().await.unwrap();
+        assert!(c.write_all(b"more").await.is_err(), "writing after close fails");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last words");
+        assert_eq!(s.read(&mut [0u8; 8]).await.unwrap(), 0, "EOF stays EOF");
+        s.write_all(b"reply").await.unwrap();
+        s.close().await.unwrap();
+        let mut reply = Vec::new();
+        c.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply");
+
+        // Dropping a stream closes it.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        drop(a);
+        assert_eq!(b.read(&mut [0u8; 8]).await.unwrap(), 0);
+
+        // A std peer shutting down its write half.
+        let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut mine = UnixStream::from_std(mine);
+        (&theirs).write_all(b"bye").unwrap();
+        theirs.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        mine.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
+        // And the other way round: our close() is the std peer's EOF.
+        mine.close().await.unwrap();
+        let mut rest = Vec::new();
+        (&theirs).read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    });
+}
+
+#[test]
+fn a_dropped_read_does_not_lose_data() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "dropped reads", async {
+        let (mut a, theirs) = UnixStream::pair().unwrap();
+        let mut theirs = theirs;
+        for round in 0..20u8 {
+            // Start a read, poll it once (nothing there yet), drop it.
+            let mut buf = [0u8; 64];
+            {
+                let mut read = a.read(&mut buf);
+                let polled = std::future::poll_fn(|cx| {
+                    Poll::Ready(std::pin::Pin::new(&mut read).poll(cx).is_pending())
+                })
+                .await;
+                assert!(polled, "round {round}: nothing was sent yet");
+            }
+            // Now the peer sends, in pieces, and the bytes land while no
+            // read is waiting for them.
+            let sent = pattern(round, 0, 3 * (round as usize + 1));
+            for piece in sent.chunks(round as usize + 1) {
+                theirs.write_all(piece).await.unwrap();
+                tally::time::sleep(Duration::from_millis(1)).await;
+            }
+            let mut got = vec![0u8; sent.len()];
+            a.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, sent, "round {round}");
+        }
+    });
+}
+
+#[test]
+fn a_dropped_read_on_tcp_does_not_lose_data() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "dropped TCP reads", async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let mut go = [0u8; 1];
+            for round in 0..10u8 {
+                s.read_exact(&mut go).unwrap();
+                s.write_all(&pattern(round, 0, 1000)).unwrap();
+            }
+        });
+        let (mut s, _) = listener.accept().await.unwrap();
+        for round in 0..10u8 {
+            let mut buf = [0u8; 1000];
+            // A read that times out is a read future dropped mid-flight.
+            let r = tally::time::timeout(Duration::from_millis(2), s.read(&mut buf)).await;
+            assert!(r.is_err(), "round {round}: the peer has not sent yet");
+            s.write_all(&[round]).await.unwrap();
+            // Let the bytes arrive and be received with nobody reading.
+            tally::time::sleep(Duration::from_millis(5)).await;
+            s.read_exact(&mut buf).await.unwrap();
+            assert!(buf[..] == pattern(round, 0, 1000)[..], "round {round}");
+        }
+        drop(s);
+        peer.join().unwrap();
+    });
+}
+
+#[test]
+fn many_chunks_queued_before_a_read_all_arrive_in_order() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "queued chunks", async {
+        let (mut a, theirs) = UnixStream::pair().unwrap();
+        let mut theirs = theirs;
+        let mut sent = Vec::new();
+        // Each write (with a pause after it) arrives as its own completion
+        // of the multishot receive; none is read until the end.
+        for i in 0..200usize {
+            let piece = pattern(i as u8, sent.len(), 1 + i % 13);
+            theirs.write_all(&piece).await.unwrap();
+            sent.extend_from_slice(&piece);
+            if i % 3 == 0 {
+                tally::time::sleep(Duration::from_micros(100)).await;
+            }
+            if i == 0 {
+                // Arm the receive.
+                let mut b = [0u8; 1];
+                a.read_exact(&mut b).await.unwrap();
+                sent.remove(0);
+            }
+        }
+        theirs.close().await.unwrap();
+        let mut got = Vec::new();
+        a.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "bytes were lost or reordered");
+    });
+}
