@@ -483,6 +483,7 @@ impl Core {
     }
 
     /// Submits `op` for registration `reg`.
+    #[inline]
     pub(crate) fn submit(&mut self, reg: Token, op: Op) -> io::Result<OpId> {
         let Some(slot) = self.regs.get_mut(reg) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "the registration is gone"));
@@ -493,7 +494,7 @@ impl Core {
             }
         }
         let reg_index = slot.ops.len();
-        let Some(token) = self.ops.insert(OpSlot {
+        let Some((token, op)) = self.ops.insert_mut(OpSlot {
             reg,
             reg_index,
             kind: op.kind,
@@ -503,7 +504,6 @@ impl Core {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "operation slab exhausted"));
         };
         slot.ops.push(token);
-        let op = self.ops.get_mut(token).expect("just inserted");
         // SAFETY: the op's resources live in its slab slot until its final
         // completion: deregistration and cancellation only mark it
         // Cancelled, and Drop waits for every op the kernel holds.
@@ -616,7 +616,11 @@ impl Core {
             reclaim(&mut self.driver, &op.kind, cqe);
             self.counters.reclaimed += 1;
             if !more {
-                self.remove_op(token);
+                let (reg, index) = (op.reg, op.reg_index);
+                if let Some(r) = self.regs.get_mut(reg) {
+                    unlink(&mut self.ops, r, token, index);
+                }
+                self.ops.discard(token);
             }
             return;
         };
@@ -672,7 +676,7 @@ impl Core {
             } else {
                 let index = op.reg_index;
                 unlink(&mut self.ops, reg, token, index);
-                self.ops.remove(token);
+                self.ops.discard(token);
             }
         }
         if let Some(waker) = reg.waker.take() {

@@ -84,6 +84,7 @@ impl Registration {
     ///
     /// `InvalidInput` for an unknown buffer group. Errors the kernel finds
     /// (a closed fd, say) arrive as a completion with a negative result.
+    #[inline]
     pub fn submit(&self, op: Op) -> io::Result<OpId> {
         self.inner.core.borrow_mut().submit(self.token, op)
     }

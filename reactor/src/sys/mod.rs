@@ -91,6 +91,7 @@ impl Driver {
     ///
     /// `kind` must stay where it is, with its resources alive, until the
     /// operation's final completion has been reaped.
+    #[inline]
     pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) -> u8 {
         match self {
             // SAFETY: forwarded from this function's contract.

@@ -107,6 +107,7 @@ impl Uring {
     /// # Safety
     ///
     /// Every pointer in `entry` must stay valid until its final completion.
+    #[inline]
     unsafe fn push(&mut self, entry: squeue::Entry) {
         if self.backlog.is_empty() {
             // SAFETY: forwarded from this function's contract.
@@ -152,6 +153,7 @@ impl Uring {
     ///
     /// `kind` must stay where it is (its heap resources unmoved and alive)
     /// until the operation's final completion.
+    #[inline]
     pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) -> u8 {
         let entry = build(kind).user_data(token.as_u64());
         let opcode = entry.get_opcode() as u8;
@@ -211,11 +213,10 @@ impl Uring {
     /// Copies every available CQE into `out`.
     pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
         let cq = self.ring.completion();
-        out.extend(cq.map(|e| Cqe {
-            user_data: e.user_data(),
-            result: e.result(),
-            flags: e.flags(),
-        }));
+        out.reserve(cq.len());
+        for e in cq {
+            out.push(Cqe { user_data: e.user_data(), result: e.result(), flags: e.flags() });
+        }
     }
 
     /// Whether completions wait in the kernel's overflow list; if so, asks
@@ -311,6 +312,7 @@ fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
+#[inline]
 fn build(kind: &mut OpKind) -> squeue::Entry {
     const ACCEPT_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
     match kind {
