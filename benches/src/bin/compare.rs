@@ -1,0 +1,231 @@
+//! `compare`: runs tally, a hand-written mio readiness loop and tokio side
+//! by side on named workloads, and prints tally's throughput ratios.
+//!
+//! ```text
+//! compare [--quick] [--only W1,W3,mem] [--json PATH] [--plot PATH.svg]
+//! ```
+//!
+//! * `--quick`: smaller counts and 3 repetitions (under two minutes on two
+//!   cores); without it, full counts and 7 repetitions (under fifteen).
+//! * `--only`: a comma-separated list of workloads (`W0` … `W6`, and `mem`
+//!   for bytes per registration).
+//! * `--json PATH`: the results in the issue's schema.
+//! * `--plot PATH.svg`: the ratios as a bar chart.
+//!
+//! The binary installs a counting global allocator, so that every run also
+//! reports allocations per event. `compare --echo-client ADDR CONNS MSGS` is
+//! the W4 client process, which `compare` starts itself.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tally_benches::alloc::{self, CountingAlloc};
+use tally_benches::echo_client;
+use tally_benches::harness::{Bench, Engine, Measured, Run};
+use tally_benches::plot;
+use tally_benches::report::{Report, WorkloadResult, pairwise, utc_date};
+use tally_benches::sys::{self, Machine};
+use tally_benches::workloads::{
+    Config, churn, echo, fan_in, footprint, nop, pingpong, signal_flood, timers,
+};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Parsed command line.
+#[derive(Debug, Default)]
+struct Args {
+    quick: bool,
+    only: Option<Vec<String>>,
+    json: Option<PathBuf>,
+    plot: Option<PathBuf>,
+}
+
+const USAGE: &str =
+    "usage: compare [--quick] [--only W0,W1,...,W6,mem] [--json PATH] [--plot PATH.svg]";
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut out = Args::default();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => out.quick = true,
+            "--only" => {
+                let v = args.next().ok_or("--only needs a list")?;
+                out.only = Some(v.split(',').map(|s| s.trim().to_ascii_uppercase()).collect());
+            }
+            "--json" => out.json = Some(args.next().ok_or("--json needs a path")?.into()),
+            "--plot" => out.plot = Some(args.next().ok_or("--plot needs a path")?.into()),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(out)
+}
+
+impl Args {
+    fn wants(&self, id: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| o.iter().any(|w| w == id))
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--echo-client") {
+        return match echo_client::main(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match parse(argv.into_iter()) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn throughput(r: &Run) -> Option<f64> {
+    Some(r.throughput())
+}
+
+fn cpu_throughput(r: &Run) -> Option<f64> {
+    r.cpu_throughput()
+}
+
+/// Allocations per event over every measured run, by engine.
+fn allocs_per_event(m: &Measured) -> Vec<(Engine, f64)> {
+    m.runs
+        .iter()
+        .map(|(e, runs)| {
+            let allocs: u64 = runs.iter().map(|r| r.allocs).sum();
+            let events: u64 = runs.iter().map(|r| r.events).sum();
+            (*e, allocs as f64 / events.max(1) as f64)
+        })
+        .collect()
+}
+
+fn run(args: &Args) -> std::io::Result<()> {
+    let fd_limit = sys::raise_fd_limit();
+    let cfg = Config { quick: args.quick, fd_limit };
+    let mut bench = Bench::new(cfg.reps());
+    let mut workloads = Vec::new();
+    let mut allocs: BTreeMap<Engine, Vec<(String, f64)>> = BTreeMap::new();
+    let mut absent = vec![
+        "tally-epoll: the reactor has no epoll backend yet (TALLY_BACKEND=epoll)".to_string(),
+        "monoio: not a dependency of this workspace (not in the allowed set); W3 and W4 have no monoio column".to_string(),
+    ];
+    if !alloc::is_counting() {
+        bench.notes.push("the counting allocator is not installed: allocations read 0".into());
+    }
+
+    let mut record = |m: &Measured, workloads: &mut Vec<WorkloadResult>| {
+        for (e, a) in allocs_per_event(m) {
+            allocs.entry(e).or_default().push((m.name.clone(), a));
+        }
+        workloads.push(WorkloadResult::summarize(m, &m.name, m.unit, throughput));
+    };
+
+    if args.wants("W0") {
+        let m = bench.measure(nop::spec(cfg));
+        record(&m, &mut workloads);
+    }
+    if args.wants("W1") {
+        let m = bench.measure(signal_flood::spec(cfg));
+        record(&m, &mut workloads);
+        workloads.push(WorkloadResult::summarize(
+            &m,
+            "W1 signal_flood consumer-cpu",
+            "events/cpu-s",
+            cpu_throughput,
+        ));
+    }
+    if args.wants("W2") {
+        let m = bench.measure(fan_in::spec(cfg));
+        record(&m, &mut workloads);
+    }
+    if args.wants("W3") {
+        let m = bench.measure(pingpong::spec(cfg));
+        record(&m, &mut workloads);
+    }
+    if args.wants("W4") {
+        let m = bench.measure(echo::spec(cfg));
+        record(&m, &mut workloads);
+    }
+    if args.wants("W5") {
+        for pattern in [churn::Pattern::Fresh, churn::Pattern::Random] {
+            let (specs, missing) = churn::specs(cfg, pattern);
+            absent.extend(missing);
+            let measured: Vec<Measured> = specs.into_iter().map(|s| bench.measure(s)).collect();
+            for m in &measured {
+                record(m, &mut workloads);
+            }
+            // ratios["1M/1k"]: tally at 1M over tally at 1k, repetition by
+            // repetition, on every entry of the pattern.
+            let tally = |m: &Measured| -> Vec<f64> {
+                m.runs
+                    .get(&Engine::Tally)
+                    .map_or(Vec::new(), |r| r.iter().map(Run::throughput).collect())
+            };
+            if let (Some(small), Some(big)) = (measured.first(), measured.last()) {
+                if let Some(s) = pairwise(&tally(big), &tally(small)) {
+                    let n = workloads.len();
+                    for w in &mut workloads[n - measured.len()..] {
+                        w.ratios.push(("1M/1k".into(), s));
+                    }
+                }
+            }
+        }
+    }
+    if args.wants("W6") {
+        let m = bench.measure(timers::spec(cfg));
+        for (e, a) in allocs_per_event(&m) {
+            allocs.entry(e).or_default().push((m.name.clone(), a));
+        }
+        workloads.push(WorkloadResult::summarize(&m, &m.name, m.unit, cpu_throughput));
+        absent.push("W6 timers, tally: needs the executor's timers (tally::time)".into());
+    }
+    let mut bytes = BTreeMap::new();
+    if args.wants("MEM") {
+        bench.progress("bytes per idle registration (N = 100k)");
+        let (fps, notes) = footprint::run(fd_limit);
+        bytes.extend(fps);
+        bench.notes.extend(notes);
+    }
+    bench.finish_progress();
+
+    let report = Report {
+        machine: Machine::detect(),
+        mode: if args.quick { "quick" } else { "full" },
+        reps: cfg.reps(),
+        date: utc_date(),
+        fd_limit,
+        duration: bench.elapsed(),
+        workloads,
+        alloc_per_event: allocs,
+        bytes_per_registration: bytes,
+        absent,
+        notes: std::mem::take(&mut bench.notes),
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json())?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! W4 `echo`: a TCP echo server on loopback, 256 connections, 1 KiB
+//! messages, closed loop. The client is a separate process, the same for
+//! every server ([`crate::echo_client`]); it times the message phase, and
+//! the throughput is messages echoed per second.
+//!
+//! Every server sets `TCP_NODELAY` on accepted sockets, reads into 4 KiB,
+//! writes back what it read, and stops when all connections have closed.
+//!
+//! * **tally** (raw reactor until the executor exists): one registration;
+//!   a multishot `Op::accept_multi` on the listener; per connection, one
+//!   operation in flight at a time, `Op::recv` then `Op::send` of what came
+//!   in (resubmitting the rest of a short send), buffers recycled through
+//!   `Registration::reclaim`. Completions are routed to connections by the
+//!   op token's slab slot.
+//! * **mio**: a `Poll` with the listener and every connection, edge-triggered
+//!   `READABLE`; read until a short read or `WouldBlock`, write back at
+//!   once, and queue what does not fit (then wait for `WRITABLE`).
+//! * **tokio**: one spawned task per connection doing `read` + `write_all`
+//!   on a `current_thread` runtime.
+//!
+//! TALLY (executor): once `tally::net::TcpListener`/`TcpStream` exist, the
+//! tally case becomes the task-per-connection program of the tokio case.
+
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use tally_reactor::{Op, PacketList, Reactor};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Config, drain_into, tokio_runtime};
+use crate::alloc;
+use crate::harness::{Case, Engine, Run, Spec};
+use crate::sys;
+
+/// Client connections.
+pub const CONNS: usize = 256;
+/// The servers' read size.
+const READ_SIZE: usize = 4096;
+/// A server gives up on a run after this long.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The W4 spec. The count is messages: [`CONNS`] × messages per connection.
+pub fn spec(cfg: Config) -> Spec {
+    let per_conn = cfg.pick(100, 1000);
+    Spec {
+        name: "W4 echo".into(),
+        unit: "msgs/s",
+        count: per_conn * CONNS as u64,
+        warmup: 20 * CONNS as u64,
+        cases: vec![
+            Case::new(Engine::Tally, |n| with_client(n, tally)),
+            Case::new(Engine::Mio, |n| with_client(n, mio)),
+            Case::new(Engine::Tokio, |n| with_client(n, tokio)),
+        ],
+    }
+}
+
+/// Allocation counts at the start and end of a server's steady state: from
+/// the last accept to the first close.
+#[derive(Debug, Default)]
+struct Steady {
+    begin: AtomicU64,
+    end: AtomicU64,
+}
+
+impl Steady {
+    fn begin(&self) {
+        self.begin.store(alloc::allocations(), Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        let now = alloc::allocations();
+        let _ = self.end.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn allocs(&self) -> u64 {
+        let begin = self.begin.load(Ordering::Relaxed);
+        let end = match self.end.load(Ordering::Relaxed) {
+            0 => alloc::allocations(),
+            e => e,
+        };
+        end.saturating_sub(begin)
+    }
+}
+
+type Server = fn(TcpListener, Arc<Steady>) -> io::Result<()>;
+
+/// Starts the client process against a fresh listener, runs `server` until
+/// every connection has closed, and reads the client's timing.
+fn with_client(messages: u64, server: Server) -> io::Result<Run> {
+    let per_conn = (messages / CONNS as u64).max(1);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    sys::set_backlog(listener.as_raw_fd(), 1024)?;
+    let addr = listener.local_addr()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--echo-client", &addr.to_string(), &CONNS.to_string(), &per_conn.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let steady = Arc::new(Steady::default());
+    let served = server(listener, steady.clone());
+    if served.is_err() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output()?;
+    served?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!("echo client exited with {}", out.status)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(ns)), Some(Ok(events))) = (words.next(), words.next()) else {
+        return Err(io::Error::other(format!("echo client said {text:?}")));
+    };
+    Ok(Run { events, elapsed: Duration::from_nanos(ns), allocs: steady.allocs(), cpu: None })
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "echo server: run did not finish in time")
+}
+
+/// What a tally operation is doing, by the op token's slab slot.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    Free,
+    Accept,
+    Recv(usize),
+    Send(usize),
+}
+
+fn tally(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
+    let reactor = Reactor::builder().entries(1024).queue_cap(4 * CONNS).build()?;
+    let reg = reactor.register();
+    let lfd = listener.as_raw_fd();
+    let mut roles: Vec<Role> = Vec::new();
+    let set_role = |roles: &mut Vec<Role>, op: tally_reactor::OpId, role: Role| {
+        let slot = op.slot() as usize;
+        if roles.len() <= slot {
+            roles.resize(slot + 1, Role::Free);
+        }
+        roles[slot] = role;
+    };
+    let accept = reg.submit(Op::accept_multi(lfd))?;
+    set_role(&mut roles, accept, Role::Accept);
+    let mut fds: Vec<Option<OwnedFd>> = Vec::with_capacity(CONNS);
+    let (mut accepted, mut closed) = (0, 0);
+    let mut list = PacketList::new();
+    let deadline = Instant::now() + DEADLINE;
+    while closed < CONNS {
+        if Instant::now() > deadline {
+            return Err(timed_out());
+        }
+        reactor.turn(Some(Duration::from_secs(1)))?;
+        drain_into(&reg, &mut list);
+        for p in &list {
+            let Some(c) = p.as_completion() else { continue };
+            let op = c.op();
+            let role = roles.get(op.slot() as usize).copied().unwrap_or(Role::Free);
+            match role {
+                Role::Free => {}
+                Role::Accept => {
+                    if c.result < 0 {
+                        return Err(io::Error::from_raw_os_error(-c.result));
+                    }
+                    // SAFETY: an accept completion's fd belongs to whoever
+                    // receives the packet, and nothing else holds it.
+                    let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+                    sys::set_nodelay(fd.as_raw_fd())?;
+                    let i = fds.len();
+                    let recv =
+                        reg.submit(Op::recv(fd.as_raw_fd(), Vec::with_capacity(READ_SIZE), 0))?;
+                    set_role(&mut roles, recv, Role::Recv(i));
+                    fds.push(Some(fd));
+                    accepted += 1;
+                    if accepted == CONNS {
+                        steady.begin();
+                    }
+                    if !c.more() && accepted < CONNS {
+                        let again = reg.submit(Op::accept_multi(lfd))?;
+                        set_role(&mut roles, again, Role::Accept);
+                    }
+                }
+                Role::Recv(i) => {
+                    let buf = reg.reclaim(op).unwrap_or_default();
+                    let Some(fd) = fds[i].as_ref().map(AsRawFd::as_raw_fd) else { continue };
+                    if c.result > 0 {
+                        let send = reg.submit(Op::send(fd, buf, 0))?;
+                        set_role(&mut roles, send, Role::Send(i));
+                    } else {
+                        // EOF (or a reset): the client is done with it.
+                        fds[i] = None;
+                        closed += 1;
+                        steady.end();
+                    }
+                }
+                Role::Send(i) => {
+                    let mut buf = reg.reclaim(op).unwrap_or_default();
+                    let Some(fd) = fds[i].as_ref().map(AsRawFd::as_raw_fd) else { continue };
+                    if c.result < 0 {
+                        fds[i] = None;
+                        closed += 1;
+                        continue;
+                    }
+                    let next = if (c.result as usize) < buf.len() {
+                        buf.drain(..c.result as usize);
+                        let send = reg.submit(Op::send(fd, buf, 0))?;
+                        (send, Role::Send(i))
+                    } else {
+                        buf.clear();
+                        (reg.submit(Op::recv(fd, buf, 0))?, Role::Recv(i))
+                    };
+                    set_role(&mut roles, next.0, next.1);
+                }
+            }
+        }
+        list.clear();
+    }
+    reg.cancel(accept);
+    Ok(())
+}
+
+/// One mio server connection.
+struct MioConn {
+    stream: mio::net::TcpStream,
+    /// Echo bytes that did not fit in the socket buffer yet.
+    pending: Vec<u8>,
+}
+
+fn mio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
+    const LISTENER: Token = Token(usize::MAX);
+    listener.set_nonblocking(true)?;
+    let mut listener = mio::net::TcpListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut conns: Vec<Option<MioConn>> = Vec::with_capacity(CONNS);
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; READ_SIZE];
+    let (mut accepted, mut closed) = (0, 0);
+    let deadline = Instant::now() + DEADLINE;
+    while closed < CONNS {
+        if Instant::now() > deadline {
+            return Err(timed_out());
+        }
+        crate::workloads::mio_poll(&mut poll, &mut events, Some(Duration::from_secs(1)))?;
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            stream.set_nodelay(true)?;
+                            let token = Token(conns.len());
+                            poll.registry().register(&mut stream, token, Interest::READABLE)?;
+                            conns.push(Some(MioConn { stream, pending: Vec::new() }));
+                            accepted += 1;
+                            if accepted == CONNS {
+                                steady.begin();
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                continue;
+            }
+            let i = ev.token().0;
+            let Some(c) = conns[i].as_mut() else { continue };
+            if ev.is_writable() && !c.pending.is_empty() {
+                match c.stream.write(&c.pending) {
+                    Ok(k) => drop(c.pending.drain(..k)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut eof = false;
+            loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(k) => {
+                        let mut written = 0;
+                        if c.pending.is_empty() {
+                            match c.stream.write(&buf[..k]) {
+                                Ok(w) => written = w,
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        if written < k {
+                            if c.pending.is_empty() {
+                                poll.registry().reregister(
+                                    &mut c.stream,
+                                    ev.token(),
+                                    Interest::READABLE | Interest::WRITABLE,
+                                )?;
+                            }
+                            c.pending.extend_from_slice(&buf[written..k]);
+                        }
+                        // A short read emptied the socket; the next byte
+                        // brings a new edge (tokio skips the EAGAIN read too).
+                        if k < buf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        eof = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if eof {
+                conns[i] = None;
+                closed += 1;
+                steady.end();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tokio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
+    let rt = tokio_runtime()?;
+    rt.block_on(async {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let serve = async {
+            let mut tasks = Vec::with_capacity(CONNS);
+            for _ in 0..CONNS {
+                let (mut stream, _) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                let steady = steady.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut buf = [0u8; READ_SIZE];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => {
+                                if stream.write_all(&buf[..k]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    steady.end();
+                }));
+            }
+            steady.begin();
+            for t in tasks {
+                t.await.map_err(io::Error::other)?;
+            }
+            Ok::<(), io::Error>(())
+        };
+        tokio::time::timeout(DEADLINE, serve).await.map_err(|_| timed_out())?
+    })
+}

@@ -1,0 +1,231 @@
+//! W3 `pingpong`: one Unix socketpair, 64-byte messages bounced between its
+//! two ends on one thread, bounded by message count. Throughput is messages
+//! delivered (one way) per second; a round trip is two messages.
+//!
+//! * **tally** (raw reactor until the executor exists): one registration;
+//!   each end keeps one `Op::recv` in flight, and a received message makes
+//!   that end `Op::send` one back. Buffers go out with each operation and
+//!   come back through `Registration::reclaim`, so nothing is allocated per
+//!   message. One `turn(None)` and one drain per crank.
+//! * **mio**: both ends registered `READABLE` (edge-triggered) with one
+//!   `Poll`; on an event, `read(2)` into 4 KiB until a short read or
+//!   `WouldBlock`, and `write(2)` a reply for each whole message.
+//! * **tokio**: a spawned task echoes on one end with `read_exact` +
+//!   `write_all`; the driving task does `write_all` + `read_exact` on the
+//!   other, all on a `current_thread` runtime.
+//!
+//! TALLY (executor): once `tally::LocalReactor` and its `UnixStream` exist,
+//! the tally case becomes the same two-task program as the tokio one, and
+//! this raw-reactor loop moves to a `tally-reactor` engine of its own.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token};
+use tally_reactor::{Op, OpId, PacketList, Reactor, Registration};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Config, drain_into, tokio_runtime};
+use crate::harness::{Case, Engine, Run, Spec, Window};
+
+/// Bytes per message.
+pub const MSG: usize = 64;
+
+/// The W3 spec. The count is messages delivered (two per round trip).
+pub fn spec(cfg: Config) -> Spec {
+    let count = cfg.pick(200_000, 1_000_000);
+    Spec {
+        name: "W3 pingpong".into(),
+        unit: "msgs/s",
+        count,
+        warmup: count / 10,
+        cases: vec![
+            Case::new(Engine::Tally, tally),
+            Case::new(Engine::Mio, mio),
+            Case::new(Engine::Tokio, tokio),
+        ],
+    }
+}
+
+/// One end of the pair, as the tally loop drives it.
+struct End {
+    fd: RawFd,
+    /// The receive buffer, when no recv holds it; `len` bytes of the
+    /// current message are in.
+    recv_buf: Option<Vec<u8>>,
+    send_buf: Option<Vec<u8>>,
+    recv_op: Option<OpId>,
+    send_op: Option<OpId>,
+    /// Messages this end must still send.
+    owed: u32,
+}
+
+impl End {
+    fn new(fd: RawFd) -> End {
+        End {
+            fd,
+            recv_buf: Some(Vec::with_capacity(MSG)),
+            send_buf: Some(vec![0x5a; MSG]),
+            recv_op: None,
+            send_op: None,
+            owed: 0,
+        }
+    }
+
+    /// Submits what this end can: a recv if none is in flight, a send if
+    /// one is owed and the send buffer is home.
+    fn pump(&mut self, reg: &Registration) -> io::Result<()> {
+        if self.recv_op.is_none() {
+            if let Some(buf) = self.recv_buf.take() {
+                self.recv_op = Some(reg.submit(Op::recv(self.fd, buf, 0))?);
+            }
+        }
+        if self.owed > 0 && self.send_op.is_none() {
+            if let Some(buf) = self.send_buf.take() {
+                self.send_op = Some(reg.submit(Op::send(self.fd, buf, 0))?);
+                self.owed -= 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn reclaimed(reg: &Registration, op: OpId) -> io::Result<Vec<u8>> {
+    reg.reclaim(op).ok_or_else(|| io::Error::other("a finished op gave no buffer back"))
+}
+
+fn tally(n: u64) -> io::Result<Run> {
+    let (a, b) = UnixStream::pair()?;
+    let reactor = Reactor::new()?;
+    let reg = reactor.register();
+    let mut ends = [End::new(a.as_raw_fd()), End::new(b.as_raw_fd())];
+    ends[0].owed = 1;
+    let mut sent = 1u64;
+    let mut delivered = 0u64;
+    let mut list = PacketList::new();
+    let window = Window::open();
+    while delivered < n {
+        for end in &mut ends {
+            end.pump(&reg)?;
+        }
+        reactor.turn(Some(Duration::from_secs(5)))?;
+        drain_into(&reg, &mut list);
+        for p in &list {
+            let Some(c) = p.as_completion() else { continue };
+            let op = c.op();
+            let Some(end) =
+                ends.iter_mut().find(|e| e.recv_op == Some(op) || e.send_op == Some(op))
+            else {
+                continue;
+            };
+            if c.result < 0 {
+                return Err(io::Error::from_raw_os_error(-c.result));
+            }
+            if end.recv_op == Some(op) {
+                end.recv_op = None;
+                let mut buf = reclaimed(&reg, op)?;
+                if c.result == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                if buf.len() == MSG {
+                    buf.clear();
+                    delivered += 1;
+                    if sent < n {
+                        end.owed += 1;
+                        sent += 1;
+                    }
+                }
+                end.recv_buf = Some(buf);
+            } else {
+                end.send_op = None;
+                let buf = reclaimed(&reg, op)?;
+                if c.result as usize != MSG {
+                    return Err(io::Error::other(format!("short send: {}", c.result)));
+                }
+                end.send_buf = Some(buf);
+            }
+        }
+        list.clear();
+    }
+    let run = window.close(delivered);
+    drop(reg);
+    drop(reactor);
+    Ok(run)
+}
+
+fn mio(n: u64) -> io::Result<Run> {
+    let (a, b) = mio::net::UnixStream::pair()?;
+    let mut ends = [a, b];
+    let mut poll = Poll::new()?;
+    for (i, end) in ends.iter_mut().enumerate() {
+        poll.registry().register(end, Token(i), Interest::READABLE)?;
+    }
+    let mut events = Events::with_capacity(16);
+    let msg = [0x5au8; MSG];
+    let mut scratch = [0u8; 4096];
+    let mut got = [0usize; 2];
+    let window = Window::open();
+    ends[0].write_all(&msg)?;
+    let mut sent = 1u64;
+    let mut delivered = 0u64;
+    while delivered < n {
+        crate::workloads::mio_poll(&mut poll, &mut events, Some(Duration::from_secs(5)))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            loop {
+                match ends[i].read(&mut scratch) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(k) => {
+                        got[i] += k;
+                        while got[i] >= MSG {
+                            got[i] -= MSG;
+                            delivered += 1;
+                            if sent < n {
+                                ends[i].write_all(&msg)?;
+                                sent += 1;
+                            }
+                        }
+                        // A short read emptied the socket: the next byte
+                        // brings a new edge, so skip the read that would
+                        // only say EAGAIN (as tokio does).
+                        if k < scratch.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(window.close(delivered))
+}
+
+fn tokio(n: u64) -> io::Result<Run> {
+    let rt = tokio_runtime()?;
+    rt.block_on(async {
+        let (mut a, mut b) = tokio::net::UnixStream::pair()?;
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; MSG];
+            while b.read_exact(&mut buf).await.is_ok() {
+                if b.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let msg = [0x5au8; MSG];
+        let mut buf = [0u8; MSG];
+        let rounds = n / 2;
+        let window = Window::open();
+        for _ in 0..rounds {
+            a.write_all(&msg).await?;
+            a.read_exact(&mut buf).await?;
+        }
+        let run = window.close(rounds * 2);
+        drop(a);
+        let _ = echo.await;
+        Ok(run)
+    })
+}
