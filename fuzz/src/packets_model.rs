@@ -1,0 +1,369 @@
+//! Model-based driver for `tally-packets`: interprets bytes as operations on
+//! three `CountedSignal` words and one `PacketQueue`, runs each operation on
+//! the real types and on a plain reference model, and asserts they agree
+//! after every step.
+//!
+//! This file uses only `std` and `tally_packets`. The fuzz target calls it
+//! through `libfuzzer-sys`, and `packets/tests/fuzz_corpus_replay.rs`
+//! includes it with `#[path]` to replay the corpus on stable.
+//!
+//! # Encoding
+//!
+//! The first byte sets the queue cap: `1 + b % 4`. Then each operation is an
+//! opcode byte, `op % 9`, followed by its arguments. Input that runs out in
+//! the middle of an operation ends the run. `k` is a byte naming a word/key,
+//! `k % 3`.
+//!
+//! | op | operation       | arguments                     |
+//! |----|-----------------|-------------------------------|
+//! | 0  | raise word      | `k`, bits, count              |
+//! | 1  | take word       | `k`                           |
+//! | 2  | push signal     | `k`, trigger, observed, count |
+//! | 3  | push completion | `k`, result, flags            |
+//! | 4  | push user       | `k`, fill byte                |
+//! | 5  | push timer      | `k`, count                    |
+//! | 6  | drain_into      |                               |
+//! | 7  | crank word      | `k`                           |
+//! | 8  | take queue      |                               |
+//!
+//! A crank takes word `k`, queues what it held as a signal packet, and raises
+//! it back into the word if the queue refuses it, as the reactor does.
+//!
+//! *bits* is one byte; its bit `i` sets signal bit `BIT_MAP[i]`. *count* is a
+//! class byte, `c % 4`: `0` small (`next % 8`), `1` near the top
+//! (`u32::MAX - next % 8`), `2` about half (`u32::MAX / 2 + next % 4`), `3`
+//! four little-endian bytes.
+//!
+//! # The model
+//!
+//! A word is a `u32` of bits plus a `u32` count added with `saturating_add`;
+//! a raise "wakes" when it moves the word from empty to non-empty. The queue is
+//! a `Vec`: below the cap a push appends; at the cap a signal packet folds into
+//! the newest queued signal packet of the same key (trigger and observed ORed,
+//! counts added with saturation, the queued packet's status kept) and any
+//! other packet is handed back unchanged.
+
+use tally_packets::{
+    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, PacketQueue, Pushed,
+    Raised, SignalPacket, Signals, TimerPacket, Token,
+};
+
+/// The keys that the words feed and that packets are pushed with. Two share
+/// slot 0 with different generations, so a fold must match the whole key.
+const KEYS: [Token; 3] = [Token::new(0, 1), Token::new(1, 1), Token::new(0, 2)];
+
+/// Which signal bit each bit of a *bits* byte sets. Bit 10 has no name: it
+/// must survive anyway.
+const BIT_MAP: [u32; 8] = [0, 1, 2, 4, 5, 10, 24, 31];
+
+/// What one run exercised. The corpus replay test checks that the committed
+/// seeds, taken together, reach every branch counted here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Operations run.
+    pub ops: usize,
+    /// Raises that returned `Raised::Woke`.
+    pub wakes: usize,
+    /// Raises that returned `Raised::Coalesced` on a non-empty word.
+    pub coalesced: usize,
+    /// Times a word's count reached `Count::UNBOUNDED`.
+    pub saturated_words: usize,
+    /// Pushes that were queued.
+    pub queued: usize,
+    /// Pushes that folded into a queued signal packet.
+    pub folds: usize,
+    /// Folds whose target was not the newest signal packet in the queue
+    /// (several keys share it).
+    pub folds_past_other_keys: usize,
+    /// Folds that left the queued count at `Count::UNBOUNDED`.
+    pub saturated_folds: usize,
+    /// Signal packets refused because no queued signal packet had their key.
+    pub refused_signals: usize,
+    /// Other packets refused because the queue was full.
+    pub refused_others: usize,
+    /// Cranks whose refused packet was raised back into its word.
+    pub raised_back: usize,
+    /// Non-empty drains.
+    pub drains: usize,
+}
+
+/// Runs `data` against the model, panicking on the first disagreement.
+pub fn run(data: &[u8]) {
+    let _ = run_with_coverage(data);
+}
+
+/// [`run`], also reporting what the run exercised.
+pub fn run_with_coverage(data: &[u8]) -> Coverage {
+    let mut input = Input { data, pos: 0 };
+    let Some(cap) = input.byte() else { return Coverage::default() };
+    let mut h = Harness::new(1 + usize::from(cap % 4));
+    while h.step(&mut input).is_some() {
+        h.check();
+    }
+    h.finish();
+    h.cov
+}
+
+/// The bytes still to interpret.
+struct Input<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Input<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.data.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn key(&mut self) -> Option<usize> {
+        Some(usize::from(self.byte()?) % KEYS.len())
+    }
+
+    fn bits(&mut self) -> Option<Signals> {
+        let b = self.byte()?;
+        let bits = (0..8).filter(|i| b & (1 << i) != 0).fold(0, |acc, i| acc | 1 << BIT_MAP[i]);
+        Some(Signals::from_bits(bits))
+    }
+
+    fn count(&mut self) -> Option<u32> {
+        Some(match self.byte()? % 4 {
+            0 => u32::from(self.byte()? % 8),
+            1 => u32::MAX - u32::from(self.byte()? % 8),
+            2 => u32::MAX / 2 + u32::from(self.byte()? % 4),
+            _ => u32::from_le_bytes([self.byte()?, self.byte()?, self.byte()?, self.byte()?]),
+        })
+    }
+}
+
+/// A counted signal as plain data.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct WordModel {
+    bits: u32,
+    count: u32,
+}
+
+impl WordModel {
+    fn is_empty(self) -> bool {
+        self.bits == 0 && self.count == 0
+    }
+
+    /// Returns whether the raise moved the word from empty to non-empty.
+    fn raise(&mut self, bits: Signals, n: u32) -> bool {
+        let was_empty = self.is_empty();
+        self.bits |= bits.bits();
+        self.count = self.count.saturating_add(n);
+        was_empty && !self.is_empty()
+    }
+
+    fn take(&mut self) -> (Signals, Count) {
+        let WordModel { bits, count } = std::mem::take(self);
+        (Signals::from_bits(bits), Count::new(count))
+    }
+
+    fn pair(self) -> (Signals, Count) {
+        (Signals::from_bits(self.bits), Count::new(self.count))
+    }
+}
+
+/// The real types and their models, side by side.
+struct Harness {
+    words: [CountedSignal; 3],
+    word_models: [WordModel; 3],
+    queue: PacketQueue,
+    cap: usize,
+    items: Vec<Packet>,
+    /// Reused across drains, as the reactor reuses its list.
+    list: PacketList,
+    cov: Coverage,
+}
+
+impl Harness {
+    fn new(cap: usize) -> Harness {
+        Harness {
+            words: [CountedSignal::new(), CountedSignal::new(), CountedSignal::new()],
+            word_models: [WordModel::default(); 3],
+            queue: PacketQueue::with_cap(cap),
+            cap,
+            items: Vec::new(),
+            list: PacketList::new(),
+            cov: Coverage::default(),
+        }
+    }
+
+    /// Reads and runs one operation; `None` when the input ran out.
+    fn step(&mut self, input: &mut Input<'_>) -> Option<()> {
+        let op = input.byte()? % 9;
+        match op {
+            0 => {
+                let (k, bits, n) = (input.key()?, input.bits()?, input.count()?);
+                self.raise(k, bits, n);
+            }
+            1 => {
+                let k = input.key()?;
+                assert_eq!(self.words[k].take(), self.word_models[k].take(), "take word {k}");
+            }
+            2 => {
+                let (k, trigger, observed) = (input.key()?, input.bits()?, input.bits()?);
+                let count = Count::new(input.count()?);
+                self.push(Packet::signal(KEYS[k], trigger, observed, count));
+            }
+            3 => {
+                let k = input.key()?;
+                let result = i32::from(input.byte()? as i8);
+                let flags = u32::from(input.byte()?);
+                let c = CompletionPacket::new(Token::new(7, 7), 2, result, flags, 0);
+                self.push(Packet::completion(KEYS[k], c));
+            }
+            4 => {
+                let (k, fill) = (input.key()?, input.byte()?);
+                self.push(Packet::user(KEYS[k], [fill; 32]));
+            }
+            5 => {
+                let (k, n) = (input.key()?, input.count()?);
+                let t = TimerPacket::new(k as u64, Count::new(n));
+                self.push(Packet::new(KEYS[k], 0, PacketKind::Timer(t)));
+            }
+            6 => self.drain(false),
+            7 => {
+                let k = input.key()?;
+                self.crank(k);
+            }
+            _ => self.drain(true),
+        }
+        self.cov.ops += 1;
+        Some(())
+    }
+
+    fn raise(&mut self, k: usize, bits: Signals, n: u32) {
+        let was_empty = self.word_models[k].is_empty();
+        let was_saturated = self.word_models[k].count == u32::MAX;
+        let woke = self.words[k].raise(bits, n) == Raised::Woke;
+        assert_eq!(woke, self.word_models[k].raise(bits, n), "raise word {k} ({bits:?}, {n})");
+        if woke {
+            self.cov.wakes += 1;
+        } else if !was_empty {
+            self.cov.coalesced += 1;
+        }
+        if !was_saturated && self.word_models[k].count == u32::MAX {
+            self.cov.saturated_words += 1;
+        }
+    }
+
+    /// Takes word `k` and queues what it held; a refused packet goes back
+    /// into the word, so nothing raised is lost.
+    fn crank(&mut self, k: usize) {
+        let (bits, count) = self.words[k].take();
+        assert_eq!((bits, count), self.word_models[k].take(), "crank word {k}");
+        if bits.is_empty() && count == Count::ZERO {
+            return;
+        }
+        if let Some(p) = self.push(Packet::signal(KEYS[k], bits, bits, count)) {
+            let s = p.as_signal().expect("a refused signal packet comes back as one");
+            self.raise(k, s.observed, s.count.get());
+            self.cov.raised_back += 1;
+        }
+    }
+
+    /// Pushes `packet` into both queues; returns it if it was refused.
+    fn push(&mut self, packet: Packet) -> Option<Packet> {
+        let got = self.queue.push(packet);
+        let want = self.model_push(packet);
+        assert_eq!(got, want, "push {packet:?}");
+        got.err()
+    }
+
+    fn model_push(&mut self, packet: Packet) -> Result<Pushed, Packet> {
+        if self.items.len() < self.cap {
+            self.items.push(packet);
+            self.cov.queued += 1;
+            return Ok(Pushed::Queued);
+        }
+        let PacketKind::Signal(new) = packet.kind() else {
+            self.cov.refused_others += 1;
+            return Err(packet);
+        };
+        let is_signal = |p: &Packet| matches!(p.kind(), PacketKind::Signal(_));
+        let newest_signal = self.items.iter().rposition(is_signal);
+        let target = self.items.iter().rposition(|p| p.key() == packet.key() && is_signal(p));
+        let Some(index) = target else {
+            self.cov.refused_signals += 1;
+            return Err(packet);
+        };
+        let queued = self.items[index];
+        let old = queued.as_signal().expect("the target is a signal packet");
+        let folded = SignalPacket {
+            trigger: Signals::from_bits(old.trigger.bits() | new.trigger.bits()),
+            observed: Signals::from_bits(old.observed.bits() | new.observed.bits()),
+            count: Count::new(old.count.get().saturating_add(new.count.get())),
+        };
+        self.items[index] = Packet::new(queued.key(), queued.status(), PacketKind::Signal(folded));
+        self.cov.folds += 1;
+        if newest_signal != Some(index) {
+            self.cov.folds_past_other_keys += 1;
+        }
+        if folded.count.is_unbounded() {
+            self.cov.saturated_folds += 1;
+        }
+        Ok(Pushed::Folded)
+    }
+
+    fn drain(&mut self, fresh: bool) {
+        let want = std::mem::take(&mut self.items);
+        if !want.is_empty() {
+            self.cov.drains += 1;
+        }
+        if fresh {
+            assert_eq!(&self.queue.take()[..], &want[..], "take queue");
+        } else {
+            // drain_into appends: whatever the reused list held stays first.
+            let before = self.list.len();
+            self.queue.drain_into(&mut self.list);
+            assert_eq!(&self.list[before..], &want[..], "drain_into");
+            if self.list.len() > 8 {
+                self.list.clear();
+            }
+        }
+    }
+
+    /// Compares every observable of the real types with the model.
+    fn check(&self) {
+        let queued: Vec<Packet> = self.queue.iter().copied().collect();
+        assert_eq!(queued, self.items, "queued packets");
+        assert_eq!(self.queue.len(), self.items.len(), "len");
+        assert_eq!(self.queue.is_empty(), self.items.is_empty(), "is_empty");
+        assert_eq!(self.queue.is_full(), self.items.len() >= self.cap, "is_full");
+        assert!(self.queue.len() <= self.queue.cap(), "the queue grew past its cap");
+        for (k, (word, model)) in self.words.iter().zip(&self.word_models).enumerate() {
+            assert_eq!(word.peek(), model.pair(), "word {k}");
+        }
+    }
+
+    /// Drains what is left and takes every word: both must match the model.
+    fn finish(&mut self) {
+        self.check();
+        self.drain(true);
+        for k in 0..KEYS.len() {
+            assert_eq!(self.words[k].take(), self.word_models[k].take(), "final take word {k}");
+            assert_eq!(self.words[k].take(), (Signals::NONE, Count::ZERO), "word {k} after take");
+        }
+    }
+}
+
+impl std::ops::AddAssign for Coverage {
+    fn add_assign(&mut self, rhs: Coverage) {
+        self.ops += rhs.ops;
+        self.wakes += rhs.wakes;
+        self.coalesced += rhs.coalesced;
+        self.saturated_words += rhs.saturated_words;
+        self.queued += rhs.queued;
+        self.folds += rhs.folds;
+        self.folds_past_other_keys += rhs.folds_past_other_keys;
+        self.saturated_folds += rhs.saturated_folds;
+        self.refused_signals += rhs.refused_signals;
+        self.refused_others += rhs.refused_others;
+        self.raised_back += rhs.raised_back;
+        self.drains += rhs.drains;
+    }
+}
