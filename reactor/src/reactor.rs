@@ -35,6 +35,12 @@ pub(crate) const CANCEL_TOKEN: u64 = Token::reserved(1).as_u64();
 
 const IORING_OP_ACCEPT: u8 = io_uring::opcode::Accept::CODE;
 
+/// How long a turn watches for a remote notification before it blocks:
+/// well below the cost of a kernel wake-up plus the sleep and reschedule
+/// around it, and long enough for a producer in a raise loop to come back
+/// after the reactor took its word.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(5);
+
 /// Settings fixed when the reactor is built.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -150,6 +156,7 @@ impl Builder {
             fd_owner: Vec::new(),
             wake_op,
             wake_armed: false,
+            fresh_submissions: false,
         };
         core.arm_wake();
         Ok(Reactor {
@@ -218,6 +225,10 @@ pub(crate) struct Core {
     /// The read on the remote eventfd; its 8-byte buffer lives here.
     wake_op: OpKind,
     wake_armed: bool,
+    /// Whether operations were submitted or re-armed since the last enter:
+    /// then the next turn does not spin before blocking, since the enter
+    /// itself may complete them at once.
+    fresh_submissions: bool,
 }
 
 /// One registration's reactor-side state.
@@ -418,13 +429,20 @@ impl Reactor {
         core.counters.turns += 1;
         core.begin_crank();
         let mut wait = timeout != Some(Duration::ZERO) && !core.driver.has_completions();
-        if wait && !self.inner.remote.prepare_sleep() {
+        // Spin briefly before blocking, unless submissions are queued (the
+        // enter may well complete some at once): a raise that lands within
+        // the spin costs no kernel wake-up (see DESIGN, contract 6).
+        let spin = wait && !core.fresh_submissions;
+        if (spin && self.inner.remote.spin_for_pending(SPIN_BEFORE_SLEEP))
+            || (wait && !self.inner.remote.prepare_sleep())
+        {
             wait = false;
         }
         let entered = core.driver.enter(wait, timeout);
         if wait {
             self.inner.remote.woke();
         }
+        core.fresh_submissions = false;
         entered?;
         let reaped = core.reap_all();
         core.drain_remote();
@@ -509,6 +527,7 @@ impl Core {
         // Cancelled, and Drop waits for every op the kernel holds.
         op.opcode = unsafe { self.driver.submit(token, &mut op.kind) };
         self.counters.submissions += 1;
+        self.fresh_submissions = true;
         Ok(token)
     }
 
@@ -519,6 +538,7 @@ impl Core {
         unsafe { self.driver.submit(token, &mut op.kind) };
         op.state = OpState::InFlight;
         self.counters.submissions += 1;
+        self.fresh_submissions = true;
     }
 
     /// The end of the previous crank: count registrations woken then and

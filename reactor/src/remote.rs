@@ -22,6 +22,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tally_packets::{CountedSignal, Raised, Signals, Token};
@@ -86,6 +87,29 @@ impl Remote {
             syscall::eventfd_kick(self.eventfd())?;
         }
         Ok(())
+    }
+
+    /// Spins for up to `budget` waiting for a notification, and returns
+    /// whether one arrived. Called before blocking: a producer that raises
+    /// again within the spin is caught without a kernel wake-up (its notify
+    /// finds `sleeping` false and writes nothing). A relaxed load suffices:
+    /// this is only a hint, and `prepare_sleep` decides.
+    pub(crate) fn spin_for_pending(&self, budget: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            // The clock is read every few rounds only: `pause` costs from a
+            // few to a hundred cycles depending on the CPU, so the budget is
+            // kept in time, not in rounds.
+            for _ in 0..8 {
+                if self.pending.load(Ordering::Relaxed) {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= budget {
+                return false;
+            }
+        }
     }
 
     /// The reactor is about to block. Returns false if something is already
