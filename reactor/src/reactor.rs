@@ -662,11 +662,15 @@ impl Core {
                 ring.taken((cqe.flags >> 16) as u16);
             }
         }
-        // The end of a multishot op that the kernel cut short (no buffers)
-        // or that we stopped for back pressure: pause, deliver nothing.
-        let paused_end =
-            multishot && !more && (op.state == OpState::Stopping || cqe.result == -libc::ENOBUFS);
-        if paused_end && cqe.result < 0 {
+        // The end of one arming of a multishot op (no F_MORE) that is not
+        // the end of the op itself: we stopped it for back pressure, or the
+        // kernel ran out of provided buffers. Pause it and deliver nothing;
+        // it re-arms once the registration is drained and buffers are back.
+        let paused_end = multishot
+            && !more
+            && ((op.state == OpState::Stopping && cqe.result == -libc::ECANCELED)
+                || cqe.result == -libc::ENOBUFS);
+        if paused_end {
             deliver = false;
         }
         if deliver {
@@ -682,12 +686,14 @@ impl Core {
             reg.queue.push(Packet::completion(reg_token, c));
         }
         if !more {
-            let keeps_going = multishot
-                && (paused_end
-                    // The kernel ended a multishot op that is still healthy
-                    // (e.g. it could not post a completion): re-arm it.
-                    || (cqe.result > 0)
-                    || (cqe.result == 0 && !matches!(op.kind, OpKind::RecvMulti { .. })));
+            // The kernel also ends an arming that is still healthy (say, it
+            // could not post to a full CQ) with a success: re-arm that too.
+            // A recv's 0 is end of file, and any other error ends the op.
+            let healthy = match op.kind {
+                OpKind::RecvMulti { .. } => cqe.result > 0,
+                _ => cqe.result >= 0,
+            };
+            let keeps_going = multishot && (paused_end || healthy);
             if keeps_going {
                 op.state = OpState::Paused;
                 self.paused.push(token);
@@ -941,26 +947,41 @@ fn unlink(ops: &mut GenSlab<OpSlot>, reg: &mut RegSlot, token: OpId, index: usiz
 fn reclaim_packet(driver: &mut Driver, packet: &Packet) -> bool {
     let PacketKind::Completion(c) = packet.kind() else { return false };
     let cqe = Cqe { user_data: 0, result: c.result, flags: c.flags };
-    reclaim_group(driver, c.opcode == IORING_OP_ACCEPT, cqe, c.buf_group);
+    reclaim_group(driver, c.opcode == IORING_OP_ACCEPT, cqe, c.buf_group, Fresh::Queued);
     true
 }
 
-/// Frees what a completion of `kind` carries when nobody will receive it.
+/// Frees what a completion of `kind`, fresh from the kernel, carries when
+/// nobody will receive it.
 fn reclaim(driver: &mut Driver, kind: &OpKind, cqe: Cqe) {
     let group = match kind {
         OpKind::RecvMulti { group, .. } => group.0,
         _ => u16::MAX,
     };
-    reclaim_group(driver, kind.yields_fd(), cqe, group);
+    reclaim_group(driver, kind.yields_fd(), cqe, group, Fresh::FromKernel);
 }
 
-fn reclaim_group(driver: &mut Driver, yields_fd: bool, cqe: Cqe, group: u16) {
+/// Where the completion being reclaimed comes from, which decides what our
+/// buffer-ring bookkeeping already knows about the buffer it names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    /// Straight from the CQ: the ring still counts the buffer as the
+    /// kernel's, so it is first marked taken, then handed back.
+    FromKernel,
+    /// A packet that was queued: dispatch already marked it taken.
+    Queued,
+}
+
+fn reclaim_group(driver: &mut Driver, yields_fd: bool, cqe: Cqe, group: u16, fresh: Fresh) {
     if yields_fd && cqe.result >= 0 {
         syscall::close_fd(cqe.result);
     }
     if cqe.flags & CompletionPacket::F_BUFFER != 0 {
         let bid = (cqe.flags >> 16) as u16;
         if let Some(ring) = driver.buf_ring(group) {
+            if fresh == Fresh::FromKernel {
+                ring.taken(bid);
+            }
             ring.recycle(bid);
         }
     }

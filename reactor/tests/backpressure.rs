@@ -95,7 +95,14 @@ fn multishot_recv_pauses_on_a_full_queue() {
     }
     writer.join().unwrap();
     assert_eq!(received, DATA);
+    // End of file arrives once: the op is over, nothing re-arms it.
+    for _ in 0..3 {
+        reactor.turn(Some(TICK)).unwrap();
+    }
+    let late = reg.try_drain();
+    assert!(completions(&late).is_empty(), "completions after end of file: {late:?}");
     let m = reactor.metrics();
+    assert_eq!(m.ops_in_flight, 0);
     assert!(m.queue_overflows > 0, "the queue of 4 never overflowed: {m:?}");
     println!("recv back pressure: {m:?}");
 }

@@ -142,3 +142,44 @@ fn recv_pauses_when_buffers_run_out_and_resumes_when_released() {
     assert!(m.submissions >= 1 + 1 + pauses, "no re-arm after ENOBUFS: {m:?}");
     println!("paused {pauses} times; {m:?}");
 }
+
+/// Buffers the kernel filled for a recv that was cancelled before its
+/// completions were reaped go back to the ring: a later recv on the same
+/// ring still gets them. (Without deferred task work, completions are
+/// posted on any return from a syscall, so they can wait in the CQ while
+/// the registration is dropped.)
+#[test]
+fn buffers_of_a_cancelled_recv_return_to_the_ring() {
+    let reactor = tally_reactor::Builder::new().defer_taskrun(false).build().unwrap();
+    require!(reactor, multishot_recv);
+    require!(reactor, buf_ring);
+    let group = reactor.buf_ring(2, 256).unwrap();
+    for round in 0..4 {
+        let (rx, mut tx) = UnixStream::pair().unwrap();
+        let old = reactor.register();
+        old.submit(Op::recv_multi(rx.as_raw_fd(), group)).unwrap();
+        reactor.turn(Some(Duration::ZERO)).unwrap();
+        // Fill both buffers; the kernel posts (or queues) their completions.
+        for _ in 0..2 {
+            tx.write_all(&[round; 256]).unwrap();
+            thread::sleep(Duration::from_millis(5));
+        }
+        drop(old);
+        util::turn_until(&reactor, "the cancelled recv to finish", || {
+            reactor.metrics().ops_in_flight == 0
+        });
+
+        // A new recv on the same two-buffer ring must still receive.
+        let (rx, mut tx) = UnixStream::pair().unwrap();
+        let new = reactor.register();
+        new.submit(Op::recv_multi(rx.as_raw_fd(), group)).unwrap();
+        tx.write_all(b"still there").unwrap();
+        let got = util::gather_until(&reactor, &new, "data through the reused ring", |p| {
+            !completions(p).is_empty()
+        });
+        let c = completions(&got)[0];
+        assert!(c.result > 0, "round {round}: {}", util::errno(c.result));
+        assert_eq!(&*new.buffer(&c).unwrap(), b"still there");
+    }
+    println!("cancelled recv: {:?}", reactor.metrics());
+}
