@@ -45,17 +45,56 @@ pub(crate) struct RawAddr {
 
 pub(crate) enum OpKind {
     Nop,
-    Read { fd: RawFd, buf: Vec<u8>, offset: u64 },
-    Write { fd: RawFd, buf: Vec<u8>, offset: u64 },
-    Recv { fd: RawFd, buf: Vec<u8>, flags: i32 },
-    Send { fd: RawFd, buf: Vec<u8>, flags: i32 },
-    Accept { fd: RawFd, multishot: bool },
-    Connect { fd: RawFd, addr: Box<RawAddr> },
-    Close { fd: RawFd },
-    Shutdown { fd: RawFd, how: i32 },
-    Timeout { ts: Box<io_uring::types::Timespec> },
-    Poll { fd: RawFd, interest: Signals, multishot: bool },
-    RecvMulti { fd: RawFd, group: BufGroup },
+    Read {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+    },
+    Write {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+    },
+    Recv {
+        fd: RawFd,
+        buf: Vec<u8>,
+        flags: i32,
+    },
+    Send {
+        fd: RawFd,
+        buf: Vec<u8>,
+        flags: i32,
+    },
+    Accept {
+        fd: RawFd,
+        multishot: bool,
+    },
+    Connect {
+        fd: RawFd,
+        addr: Box<RawAddr>,
+    },
+    /// `None` once the kernel has taken the fd (see [`OpKind::settle`]);
+    /// until then, dropping the op closes it, so that an op never submitted,
+    /// or cancelled before it ran, leaks nothing.
+    Close {
+        fd: Option<OwnedFd>,
+    },
+    Shutdown {
+        fd: RawFd,
+        how: i32,
+    },
+    Timeout {
+        ts: Box<io_uring::types::Timespec>,
+    },
+    Poll {
+        fd: RawFd,
+        interest: Signals,
+        multishot: bool,
+    },
+    RecvMulti {
+        fd: RawFd,
+        group: BufGroup,
+    },
 }
 
 /// `u64::MAX` means "the current file position" to io_uring reads and writes.
@@ -118,9 +157,10 @@ impl Op {
         Op { kind: OpKind::Connect { fd, addr: Box::new(RawAddr::from(addr)) } }
     }
 
-    /// Closes `fd` asynchronously.
+    /// Closes `fd` asynchronously. If the op is dropped unsubmitted, or
+    /// cancelled before the kernel ran it, the fd is closed anyway.
     pub fn close(fd: OwnedFd) -> Op {
-        Op { kind: OpKind::Close { fd: fd.into_raw_fd() } }
+        Op { kind: OpKind::Close { fd: Some(fd) } }
     }
 
     /// Shuts down part of a socket, like `shutdown(2)` (`libc::SHUT_WR`, …).
@@ -192,6 +232,21 @@ impl OpKind {
                 | OpKind::Poll { multishot: true, .. }
                 | OpKind::RecvMulti { .. }
         )
+    }
+
+    /// Called with the result of the op's final completion. A close that
+    /// ran (whatever it answered: the kernel detaches the fd before it
+    /// flushes) gives up its fd, which must not be closed again; only one
+    /// cancelled before it ran keeps it, to be closed on drop.
+    pub(crate) fn settle(&mut self, result: i32) {
+        if let OpKind::Close { fd } = self {
+            if result != -libc::ECANCELED {
+                if let Some(fd) = fd.take() {
+                    // The kernel closed it: forget the number.
+                    let _ = fd.into_raw_fd();
+                }
+            }
+        }
     }
 
     /// Whether a successful completion's result is an fd the receiver owns.

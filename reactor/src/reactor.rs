@@ -626,6 +626,9 @@ impl Core {
             self.counters.stale_completions += 1;
             return;
         };
+        if !more {
+            op.kind.settle(cqe.result);
+        }
         let reg_token = op.reg;
         let reg = match op.state {
             OpState::Cancelled => None,
@@ -899,9 +902,10 @@ impl Core {
                     self.wake_armed = false;
                     continue;
                 }
-                let Some(op) = self.ops.get(token) else { continue };
+                let Some(op) = self.ops.get_mut(token) else { continue };
                 reclaim(&mut self.driver, &op.kind, cqe);
                 if cqe.flags & CompletionPacket::F_MORE == 0 {
+                    op.kind.settle(cqe.result);
                     self.ops.remove(token);
                 }
             }

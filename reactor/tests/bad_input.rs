@@ -24,6 +24,7 @@ fn bad_input_is_an_error_not_a_panic_hang_or_leak() {
         ops_on_bad_fds(&reactor);
         misuse_of_the_api(&reactor);
         odd_files(&reactor);
+        closes_that_never_run(&reactor);
         assert_eq!(reactor.metrics().registrations, 0);
         turn_until(&reactor, "every op to finish", || reactor.metrics().ops_in_flight == 0);
     }
@@ -166,6 +167,34 @@ fn odd_files(reactor: &Reactor) {
     let (c, _) = wait_completion(reactor, &reg, id);
     assert_eq!(c.result, 0);
     assert_eq!(reg.reclaim(id).unwrap(), Vec::<u8>::new());
+}
+
+fn closes_that_never_run(reactor: &Reactor) {
+    // An unsubmitted close still closes its fd when dropped.
+    let before = open_fds();
+    let (_rx, tx) = std::io::pipe().unwrap();
+    assert_eq!(open_fds(), before + 2);
+    drop(Op::close(OwnedFd::from(tx)));
+    assert_eq!(open_fds(), before + 1, "an unsubmitted close leaked its fd");
+
+    // A close submitted and completed closes it exactly once: the fds
+    // opened right after (which may reuse the number) stay open.
+    let (rx, tx) = std::io::pipe().unwrap();
+    let reg = reactor.register();
+    let id = reg.submit(Op::close(OwnedFd::from(tx))).unwrap();
+    let (c, _) = wait_completion(reactor, &reg, id);
+    assert_eq!(c.result, 0);
+    let (rx2, tx2) = std::io::pipe().unwrap();
+    for _ in 0..3 {
+        reactor.turn(Some(Duration::ZERO)).unwrap();
+    }
+    drop(reg);
+    // SAFETY: F_GETFD reads flags only.
+    assert!(unsafe { libc::fcntl(rx2.as_raw_fd(), libc::F_GETFD) } >= 0);
+    // SAFETY: as above.
+    assert!(unsafe { libc::fcntl(tx2.as_raw_fd(), libc::F_GETFD) } >= 0);
+    drop((rx, rx2, tx2, _rx));
+    assert_eq!(open_fds(), before);
 }
 
 fn odd_builders() {

@@ -4,6 +4,7 @@
 mod buf_ring;
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::types::{Fd, SubmitArgs, Timespec};
@@ -349,7 +350,9 @@ fn build(kind: &mut OpKind) -> squeue::Entry {
             addr.len,
         )
         .build(),
-        OpKind::Close { fd } => opcode::Close::new(Fd(*fd)).build(),
+        OpKind::Close { fd } => {
+            opcode::Close::new(Fd(fd.as_ref().map_or(-1, AsRawFd::as_raw_fd))).build()
+        }
         OpKind::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
         OpKind::Timeout { ts } => opcode::Timeout::new(&**ts as *const Timespec).build(),
         OpKind::Poll { fd, interest, multishot } => {
