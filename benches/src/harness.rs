@@ -38,10 +38,14 @@ pub enum Engine {
     Monoio,
     /// The `io-uring` crate driven by hand (W0 only): the floor.
     IoUring,
+    /// `tally_reactor` driven by hand, without the executor: measured next
+    /// to the executor-based tally case, and reported as a workload entry
+    /// of its own ("… reactor-only") under the engine name `tally`.
+    TallyReactor,
 }
 
 impl Engine {
-    /// Every engine, in report order.
+    /// Every engine of the JSON schema, in report order.
     pub const ALL: [Engine; 6] = [
         Engine::Tally,
         Engine::TallyEpoll,
@@ -60,6 +64,7 @@ impl Engine {
             Engine::Tokio => "tokio",
             Engine::Monoio => "monoio",
             Engine::IoUring => "io-uring",
+            Engine::TallyReactor => "tally-reactor",
         }
     }
 }
@@ -183,6 +188,8 @@ pub struct Bench {
     reps: usize,
     start: Instant,
     tty: bool,
+    /// Engines to run (by name), or all.
+    engines: Option<Vec<String>>,
     /// Engines that failed, with why: shown under the table.
     pub notes: Vec<String>,
 }
@@ -194,8 +201,14 @@ impl Bench {
             reps: reps.max(1),
             start: Instant::now(),
             tty: io::stderr().is_terminal(),
+            engines: None,
             notes: Vec::new(),
         }
+    }
+
+    /// Runs only the engines named in `names` (for profiling one side).
+    pub fn only_engines(&mut self, names: Vec<String>) {
+        self.engines = Some(names);
     }
 
     /// Seconds since the bench started.
@@ -226,6 +239,9 @@ impl Bench {
     /// that fails is dropped from the workload and noted.
     pub fn measure(&mut self, spec: Spec) -> Measured {
         let Spec { name, unit, count, warmup, mut cases } = spec;
+        if let Some(names) = &self.engines {
+            cases.retain(|c| names.iter().any(|n| n == c.engine.name()));
+        }
         let mut runs: BTreeMap<Engine, Vec<Run>> = BTreeMap::new();
         let mut failed = vec![false; cases.len()];
         for (i, case) in cases.iter_mut().enumerate() {

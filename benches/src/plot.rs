@@ -22,7 +22,7 @@ struct Bar {
 fn bars(report: &Report) -> Vec<Bar> {
     let mut out = Vec::new();
     for w in &report.workloads {
-        for (key, s) in &w.ratios {
+        for (key, s) in w.ratios.iter().filter(|(k, _)| w.shows_ratio(k)) {
             let target =
                 TARGETS.iter().find(|(n, k, _)| *n == w.name && k == key).map(|(_, _, t)| *t);
             out.push(Bar {
@@ -34,6 +34,8 @@ fn bars(report: &Report) -> Vec<Bar> {
             });
         }
     }
+    // The first workload on top.
+    out.reverse();
     out
 }
 

@@ -87,6 +87,13 @@ impl WorkloadResult {
         WorkloadResult { name: name.into(), unit: unit.into(), results, ratios }
     }
 
+    /// Whether the table and the chart show ratio `key`: the W5 size ratio
+    /// `1M/1k`, which the JSON repeats on each W5 entry, is shown on the 1M
+    /// entry only.
+    pub fn shows_ratio(&self, key: &str) -> bool {
+        key != "1M/1k" || self.name.ends_with(" 1M")
+    }
+
     /// The median ratio under `key`, if reported.
     pub fn ratio(&self, key: &str) -> Option<f64> {
         self.ratios.iter().find(|(k, _)| k == key).map(|(_, s)| s.median)
@@ -191,10 +198,10 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<26} {:<9} {:>10} {:>21}  {:>12}",
+            "{:<36} {:<9} {:>10} {:>24}  {:>12}",
             "workload", "engine", "median", "min-max", "allocs/event"
         );
-        let _ = writeln!(out, "{}", "-".repeat(84));
+        let _ = writeln!(out, "{}", "-".repeat(97));
         for w in &self.workloads {
             let mut first = true;
             for (engine, s) in &w.results {
@@ -206,7 +213,7 @@ impl Report {
                 let label = if first { w.name.as_str() } else { "" };
                 let _ = writeln!(
                     out,
-                    "{label:<26} {:<9} {:>10} {:>21}  {allocs:>12}",
+                    "{label:<36} {:<9} {:>10} {:>24}  {allocs:>12}",
                     engine.name(),
                     si(s.median),
                     format!("{}-{} {}", si(s.min), si(s.max), w.unit),
@@ -217,13 +224,13 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<26} {:<15} {:>7} {:>15}  {:<16}",
+            "{:<36} {:<15} {:>7} {:>15}  {:<16}",
             "ratio (throughput)", "", "median", "min-max", "target"
         );
-        let _ = writeln!(out, "{}", "-".repeat(84));
+        let _ = writeln!(out, "{}", "-".repeat(97));
         for w in &self.workloads {
             let mut first = true;
-            for (key, s) in &w.ratios {
+            for (key, s) in w.ratios.iter().filter(|(k, _)| w.shows_ratio(k)) {
                 let target = TARGETS.iter().find(|(n, k, _)| *n == w.name && k == key).map_or(
                     String::new(),
                     |(_, _, t)| {
@@ -234,7 +241,7 @@ impl Report {
                 let label = if first { w.name.as_str() } else { "" };
                 let _ = writeln!(
                     out,
-                    "{label:<26} {key:<15} {:>7} {:>15}  {target:<16}",
+                    "{label:<36} {key:<15} {:>7} {:>15}  {target:<16}",
                     ratio_str(s.median),
                     format!("{}-{}", ratio_str(s.min), ratio_str(s.max)),
                 );

@@ -9,6 +9,8 @@
 //!   cores); without it, full counts and 7 repetitions (under fifteen).
 //! * `--only`: a comma-separated list of workloads (`W0` … `W6`, and `mem`
 //!   for bytes per registration).
+//! * `--engines`: run only these engines (`tally,tally-reactor,mio,tokio,
+//!   io-uring`), for profiling one side.
 //! * `--json PATH`: the results in the schema.
 //! * `--plot PATH.svg`: the ratios as a bar chart.
 //!
@@ -38,6 +40,7 @@ static ALLOC: CountingAlloc = CountingAlloc;
 struct Args {
     quick: bool,
     only: Option<Vec<String>>,
+    engines: Option<Vec<String>>,
     json: Option<PathBuf>,
     plot: Option<PathBuf>,
 }
@@ -53,6 +56,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--only" => {
                 let v = args.next().ok_or("--only needs a list")?;
                 out.only = Some(v.split(',').map(|s| s.trim().to_ascii_uppercase()).collect());
+            }
+            "--engines" => {
+                let v = args.next().ok_or("--engines needs a list")?;
+                out.engines = Some(v.split(',').map(|s| s.trim().to_string()).collect());
             }
             "--json" => out.json = Some(args.next().ok_or("--json needs a path")?.into()),
             "--plot" => out.plot = Some(args.next().ok_or("--plot needs a path")?.into()),
@@ -116,10 +123,25 @@ fn allocs_per_event(m: &Measured) -> Vec<(Engine, f64)> {
         .collect()
 }
 
+/// Splits the hand-driven reactor runs (`Engine::TallyReactor`) off `m`
+/// into an entry of their own, "<name> reactor-only", where they stand as
+/// `tally` next to the same peer runs.
+fn split_reactor(m: &Measured) -> (Measured, Option<Measured>) {
+    let mut main = m.clone();
+    let Some(raw) = main.runs.remove(&Engine::TallyReactor) else { return (main, None) };
+    let mut alone = main.clone();
+    alone.name = format!("{} reactor-only", m.name);
+    alone.runs.insert(Engine::Tally, raw);
+    (main, Some(alone))
+}
+
 fn run(args: &Args) -> std::io::Result<()> {
     let fd_limit = sys::raise_fd_limit();
     let cfg = Config { quick: args.quick, fd_limit };
     let mut bench = Bench::new(cfg.reps());
+    if let Some(engines) = &args.engines {
+        bench.only_engines(engines.clone());
+    }
     let mut workloads = Vec::new();
     let mut allocs: BTreeMap<Engine, Vec<(String, f64)>> = BTreeMap::new();
     let mut absent = vec![
@@ -131,10 +153,16 @@ fn run(args: &Args) -> std::io::Result<()> {
     }
 
     let mut record = |m: &Measured, workloads: &mut Vec<WorkloadResult>| {
-        for (e, a) in allocs_per_event(m) {
-            allocs.entry(e).or_default().push((m.name.clone(), a));
+        let (main, alone) = split_reactor(m);
+        for m in std::iter::once(&main).chain(&alone) {
+            for (e, a) in allocs_per_event(m) {
+                // Peers appear in both entries: count them once.
+                if m.name == main.name || e == Engine::Tally {
+                    allocs.entry(e).or_default().push((m.name.clone(), a));
+                }
+            }
+            workloads.push(WorkloadResult::summarize(m, &m.name, m.unit, throughput));
         }
-        workloads.push(WorkloadResult::summarize(m, &m.name, m.unit, throughput));
     };
 
     if args.wants("W0") {
@@ -162,6 +190,11 @@ fn run(args: &Args) -> std::io::Result<()> {
     if args.wants("W4") {
         let m = bench.measure(echo::spec(cfg));
         record(&m, &mut workloads);
+        let (main, alone) = split_reactor(&m);
+        for m in std::iter::once(&main).chain(&alone) {
+            let name = format!("{} server-cpu", m.name);
+            workloads.push(WorkloadResult::summarize(m, &name, "msgs/cpu-s", cpu_throughput));
+        }
     }
     if args.wants("W5") {
         for pattern in [churn::Pattern::Fresh, churn::Pattern::Random] {
@@ -194,7 +227,6 @@ fn run(args: &Args) -> std::io::Result<()> {
             allocs.entry(e).or_default().push((m.name.clone(), a));
         }
         workloads.push(WorkloadResult::summarize(&m, &m.name, m.unit, cpu_throughput));
-        absent.push("W6 timers, tally: needs the executor's timers (tally::time)".into());
     }
     let mut bytes = BTreeMap::new();
     if args.wants("MEM") {

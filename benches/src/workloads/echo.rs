@@ -3,10 +3,19 @@
 //! every server ([`crate::echo_client`]); it times the message phase, and
 //! the throughput is messages echoed per second.
 //!
+//! On two cores the client process and the server share the CPU, and the
+//! client's own cost bounds every server alike; so the server thread's CPU
+//! time per message, from its last accept to its first close, is reported
+//! too ("W4 echo server-cpu").
+//!
 //! Every server sets `TCP_NODELAY` on accepted sockets, reads into 4 KiB,
 //! writes back what it read, and stops when all connections have closed.
 //!
-//! * **tally** (raw reactor until the executor exists): one registration;
+//! * **tally**: the tokio program below on `tally::LocalReactor`, with
+//!   `tally::net::{TcpListener, TcpStream}` and the `futures-io` `read` and
+//!   `write_all`.
+//! * **tally, reactor only** (its own entry, "W4 echo reactor-only"):
+//!   `tally_reactor` driven by hand, one registration;
 //!   a multishot `Op::accept_multi` on the listener; per connection, one
 //!   operation in flight at a time, `Op::recv` then `Op::send` of what came
 //!   in (resubmitting the rest of a short send), buffers recycled through
@@ -17,9 +26,6 @@
 //!   once, and queue what does not fit (then wait for `WRITABLE`).
 //! * **tokio**: one spawned task per connection doing `read` + `write_all`
 //!   on a `current_thread` runtime.
-//!
-//! TALLY (executor): once `tally::net::TcpListener`/`TcpStream` exist, the
-//! tally case becomes the task-per-connection program of the tokio case.
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
@@ -31,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use tally_reactor::{Op, PacketList, Reactor};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{Config, drain_into, tokio_runtime};
 use crate::alloc;
@@ -47,36 +53,55 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The W4 spec. The count is messages: [`CONNS`] × messages per connection.
 pub fn spec(cfg: Config) -> Spec {
-    let per_conn = cfg.pick(100, 1000);
+    let per_conn = cfg.pick(300, 2000);
     Spec {
         name: "W4 echo".into(),
         unit: "msgs/s",
         count: per_conn * CONNS as u64,
         warmup: 20 * CONNS as u64,
         cases: vec![
-            Case::new(Engine::Tally, |n| with_client(n, tally)),
+            Case::new(Engine::Tally, |n| with_client(n, tally_executor)),
+            Case::new(Engine::TallyReactor, |n| with_client(n, tally)),
             Case::new(Engine::Mio, |n| with_client(n, mio)),
             Case::new(Engine::Tokio, |n| with_client(n, tokio)),
         ],
     }
 }
 
-/// Allocation counts at the start and end of a server's steady state: from
-/// the last accept to the first close.
+/// Allocation counts and the server thread's CPU time at the start and end
+/// of a server's steady state: from the last accept to the first close.
+/// Every server runs on the thread that calls it, so both marks are taken
+/// on that thread.
 #[derive(Debug, Default)]
 struct Steady {
     begin: AtomicU64,
     end: AtomicU64,
+    begin_cpu_ns: AtomicU64,
+    end_cpu_ns: AtomicU64,
+}
+
+fn cpu_ns() -> u64 {
+    sys::thread_cpu_time().as_nanos() as u64
 }
 
 impl Steady {
     fn begin(&self) {
         self.begin.store(alloc::allocations(), Ordering::Relaxed);
+        self.begin_cpu_ns.store(cpu_ns(), Ordering::Relaxed);
     }
 
     fn end(&self) {
         let now = alloc::allocations();
-        let _ = self.end.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        if self.end.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.end_cpu_ns.store(cpu_ns(), Ordering::Relaxed);
+        }
+    }
+
+    /// The server's CPU time in its steady state, if it got there.
+    fn cpu(&self) -> Option<Duration> {
+        let begin = self.begin_cpu_ns.load(Ordering::Relaxed);
+        let end = self.end_cpu_ns.load(Ordering::Relaxed);
+        (begin > 0 && end > begin).then(|| Duration::from_nanos(end - begin))
     }
 
     fn allocs(&self) -> u64 {
@@ -118,7 +143,8 @@ fn with_client(messages: u64, server: Server) -> io::Result<Run> {
     let (Some(Ok(ns)), Some(Ok(events))) = (words.next(), words.next()) else {
         return Err(io::Error::other(format!("echo client said {text:?}")));
     };
-    Ok(Run { events, elapsed: Duration::from_nanos(ns), allocs: steady.allocs(), cpu: None })
+    let elapsed = Duration::from_nanos(ns);
+    Ok(Run { events, elapsed, allocs: steady.allocs(), cpu: steady.cpu() })
 }
 
 fn timed_out() -> io::Error {
@@ -360,5 +386,42 @@ fn tokio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
             Ok::<(), io::Error>(())
         };
         tokio::time::timeout(DEADLINE, serve).await.map_err(|_| timed_out())?
+    })
+}
+
+fn tally_executor(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rt = tally::LocalReactor::new()?;
+    rt.block_on(async {
+        listener.set_nonblocking(true)?;
+        let listener = tally::net::TcpListener::from_std(listener);
+        let serve = async {
+            let mut tasks = Vec::with_capacity(CONNS);
+            for _ in 0..CONNS {
+                let (mut stream, _) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                let steady = steady.clone();
+                tasks.push(tally::spawn(async move {
+                    let mut buf = [0u8; READ_SIZE];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => {
+                                if stream.write_all(&buf[..k]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    steady.end();
+                }));
+            }
+            steady.begin();
+            for t in tasks {
+                t.await.map_err(io::Error::other)?;
+            }
+            Ok::<(), io::Error>(())
+        };
+        tally::time::timeout(DEADLINE, serve).await.map_err(|_| timed_out())?
     })
 }

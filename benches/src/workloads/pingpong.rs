@@ -2,21 +2,21 @@
 //! two ends on one thread, bounded by message count. Throughput is messages
 //! delivered (one way) per second; a round trip is two messages.
 //!
-//! * **tally** (raw reactor until the executor exists): one registration;
-//!   each end keeps one `Op::recv` in flight, and a received message makes
-//!   that end `Op::send` one back. Buffers go out with each operation and
-//!   come back through `Registration::reclaim`, so nothing is allocated per
-//!   message. One `turn(None)` and one drain per crank.
+//! * **tally**: the tokio program below on `tally::LocalReactor`, with
+//!   `tally::net::UnixStream` and the `futures-io` `read_exact` and
+//!   `write_all`.
+//! * **tally, reactor only** (its own entry, "W3 pingpong reactor-only"):
+//!   `tally_reactor` driven by hand, one registration; each end keeps one
+//!   `Op::recv` in flight, and a received message makes that end `Op::send`
+//!   one back. Buffers go out with each operation and come back through
+//!   `Registration::reclaim`, so nothing is allocated per message. One
+//!   `turn` and one drain per crank.
 //! * **mio**: both ends registered `READABLE` (edge-triggered) with one
 //!   `Poll`; on an event, `read(2)` into 4 KiB until a short read or
 //!   `WouldBlock`, and `write(2)` a reply for each whole message.
 //! * **tokio**: a spawned task echoes on one end with `read_exact` +
 //!   `write_all`; the driving task does `write_all` + `read_exact` on the
 //!   other, all on a `current_thread` runtime.
-//!
-//! TALLY (executor): once `tally::LocalReactor` and its `UnixStream` exist,
-//! the tally case becomes the same two-task program as the tokio one, and
-//! this raw-reactor loop moves to a `tally-reactor` engine of its own.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 use tally_reactor::{Op, OpId, PacketList, Reactor, Registration};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{Config, drain_into, tokio_runtime};
 use crate::harness::{Case, Engine, Run, Spec, Window};
@@ -42,7 +42,8 @@ pub fn spec(cfg: Config) -> Spec {
         count,
         warmup: count / 10,
         cases: vec![
-            Case::new(Engine::Tally, tally),
+            Case::new(Engine::Tally, tally_executor),
+            Case::new(Engine::TallyReactor, tally),
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
         ],
@@ -208,6 +209,34 @@ fn tokio(n: u64) -> io::Result<Run> {
     rt.block_on(async {
         let (mut a, mut b) = tokio::net::UnixStream::pair()?;
         let echo = tokio::spawn(async move {
+            let mut buf = [0u8; MSG];
+            while b.read_exact(&mut buf).await.is_ok() {
+                if b.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let msg = [0x5au8; MSG];
+        let mut buf = [0u8; MSG];
+        let rounds = n / 2;
+        let window = Window::open();
+        for _ in 0..rounds {
+            a.write_all(&msg).await?;
+            a.read_exact(&mut buf).await?;
+        }
+        let run = window.close(rounds * 2);
+        drop(a);
+        let _ = echo.await;
+        Ok(run)
+    })
+}
+
+fn tally_executor(n: u64) -> io::Result<Run> {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rt = tally::LocalReactor::new()?;
+    rt.block_on(async {
+        let (mut a, mut b) = tally::net::UnixStream::pair()?;
+        let echo = tally::spawn(async move {
             let mut buf = [0u8; MSG];
             while b.read_exact(&mut buf).await.is_ok() {
                 if b.write_all(&buf).await.is_err() {

@@ -13,10 +13,8 @@
 //! * **tokio**: `tokio::time::sleep_until` futures (boxed, as `Sleep` is
 //!   `!Unpin`), each polled once to enter the timer wheel; every other one
 //!   is dropped (cancelled); the driving task then awaits the rest in order.
-//!
-//! TALLY (executor): the tally case needs the executor's timers
-//! (`tally::time::sleep`). Add `Case::new(Engine::Tally, tally)` here, the
-//! same program as the tokio case, once they exist.
+//! * **tally**: the tokio program on `tally::LocalReactor` with
+//!   `tally::time::sleep_until`, unboxed (tally's `Sleep` is `Unpin`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -45,7 +43,11 @@ pub fn spec(_cfg: Config) -> Spec {
         unit: "timers/cpu-s",
         count: TIMERS,
         warmup: TIMERS / 10,
-        cases: vec![Case::new(Engine::Mio, mio), Case::new(Engine::Tokio, tokio)],
+        cases: vec![
+            Case::new(Engine::Tally, tally),
+            Case::new(Engine::Mio, mio),
+            Case::new(Engine::Tokio, tokio),
+        ],
     }
 }
 
@@ -113,6 +115,37 @@ fn tokio(n: u64) -> io::Result<Run> {
         }
         for s in kept.drain(..) {
             let s: Pin<Box<tokio::time::Sleep>> = s;
+            s.await;
+        }
+        Ok(window.close(n))
+    })
+}
+
+fn tally(n: u64) -> io::Result<Run> {
+    let rt = tally::LocalReactor::new()?;
+    rt.block_on(async {
+        let mut sleeps = Vec::with_capacity(n as usize);
+        let mut kept = Vec::with_capacity(n as usize / 2);
+        let window = Window::open_with_cpu();
+        let start = tally::time::now();
+        for i in 0..n {
+            // tally's `Sleep` is `Unpin`: no box.
+            sleeps.push(tally::time::sleep_until(deadline(start, i, n)));
+        }
+        // One poll each enters them in the timer table.
+        std::future::poll_fn(|cx| {
+            for s in &mut sleeps {
+                let _ = Pin::new(s).poll(cx);
+            }
+            TaskPoll::Ready(())
+        })
+        .await;
+        for (i, s) in sleeps.drain(..).enumerate() {
+            if i % 2 == 1 {
+                kept.push(s);
+            }
+        }
+        for s in kept.drain(..) {
             s.await;
         }
         Ok(window.close(n))
