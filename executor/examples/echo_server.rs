@@ -14,6 +14,9 @@ use tally::LocalReactor;
 use tally::net::{TcpListener, TcpStream};
 
 async fn serve(mut stream: TcpStream) -> std::io::Result<u64> {
+    // Echoes go out as they come in; do not let Nagle hold a partial echo
+    // back waiting for the peer's delayed ACK.
+    stream.set_nodelay(true)?;
     let mut buf = vec![0u8; 4096];
     let mut total = 0;
     loop {
@@ -28,6 +31,7 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<u64> {
 
 async fn client(addr: std::net::SocketAddr, id: u8, messages: usize) -> std::io::Result<()> {
     let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
     let msg = [id; 1024];
     let mut back = [0u8; 1024];
     for _ in 0..messages {

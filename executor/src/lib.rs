@@ -29,7 +29,7 @@
 //! let signaler = reg.signaler();
 //! let producer = std::thread::spawn(move || {
 //!     for _ in 0..10_000 {
-//!         signaler.raise(Signals::user(0), 1).unwrap();
+//!         let _ = signaler.raise(Signals::user(0), 1).unwrap();
 //!     }
 //! });
 //! let seen = rt.block_on(async {

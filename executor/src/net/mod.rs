@@ -28,6 +28,9 @@
 //! Dropping a stream cancels its operations (the reactor keeps their buffers
 //! until the kernel lets go) and closes the fd through the ring, after every
 //! operation already queued for it, so a reused fd number never sees them.
+//! A send still in flight may therefore be cut short: as with any buffered
+//! writer, `flush` (or `close`) a stream before dropping it if the last
+//! bytes written must reach the peer.
 //!
 //! Datagram sockets use readiness: a multishot poll raises a counted signal,
 //! and `recv_from`/`send_to` are non-blocking syscalls.

@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::stream::{Acceptor, StreamIo};
+use super::stream::{Acceptor, StreamIo, widen_backlog};
 
 /// A TCP socket listening for connections.
 ///
@@ -47,7 +47,8 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds to `addr` (port 0 picks a free port) and listens.
+    /// Binds to `addr` (port 0 picks a free port) and listens, with an
+    /// accept queue of 1024 (std's is 128).
     ///
     /// # Errors
     ///
@@ -57,7 +58,9 @@ impl TcpListener {
     ///
     /// Panics outside a running tally executor.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
-        Ok(TcpListener::from_std(std::net::TcpListener::bind(addr)?))
+        let sock = std::net::TcpListener::bind(addr)?;
+        widen_backlog(sock.as_raw_fd())?;
+        Ok(TcpListener::from_std(sock))
     }
 
     /// Wraps a listening std socket.

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
-use super::stream::{Acceptor, StreamIo};
+use super::stream::{Acceptor, StreamIo, widen_backlog};
 
 /// A Unix-domain socket listening for connections.
 pub struct UnixListener {
@@ -17,7 +17,8 @@ pub struct UnixListener {
 }
 
 impl UnixListener {
-    /// Binds to `path` and listens.
+    /// Binds to `path` and listens, with an accept queue of 1024 (std's is
+    /// 128).
     ///
     /// # Errors
     ///
@@ -27,7 +28,9 @@ impl UnixListener {
     ///
     /// Panics outside a running tally executor.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
-        Ok(UnixListener::from_std(std::os::unix::net::UnixListener::bind(path)?))
+        let sock = std::os::unix::net::UnixListener::bind(path)?;
+        widen_backlog(sock.as_raw_fd())?;
+        Ok(UnixListener::from_std(sock))
     }
 
     /// Wraps a listening std socket.
