@@ -39,8 +39,9 @@ pub struct Metrics {
     pub undrained: u64,
     /// Times the completion queue overflowed and had to be flushed.
     pub cq_overflows: u64,
-    /// Completions refused by a full registration queue and held in its
-    /// overflow list (multishot operations were paused for them).
+    /// Completions queued past a registration's `queue_cap`: kept (nothing
+    /// is dropped), and the multishot operation that produced them is
+    /// paused until the registration is drained.
     pub queue_overflows: u64,
     /// Kernel wake-ups (eventfd writes) made by other threads.
     pub kernel_wakes: u64,

@@ -97,7 +97,9 @@ impl Builder {
         self
     }
 
-    /// How many packets a registration queues before back pressure.
+    /// How many completion packets a registration queues before back
+    /// pressure: past this, data-bearing multishot operations pause until a
+    /// drain. (One-shot completions past the cap are still kept.)
     pub fn queue_cap(mut self, cap: usize) -> Builder {
         self.config.queue_cap = cap.max(1);
         self
@@ -692,11 +694,11 @@ impl Core {
             // The kernel also ends an arming that is still healthy (say, it
             // could not post to a full CQ) with a success: re-arm that too.
             // A recv's 0 is end of file, and any other error ends the op.
-            let healthy = match op.kind {
+            let healthy = |kind: &OpKind| match kind {
                 OpKind::RecvMulti { .. } => cqe.result > 0,
                 _ => cqe.result >= 0,
             };
-            let keeps_going = multishot && (paused_end || healthy);
+            let keeps_going = multishot && (paused_end || healthy(&op.kind));
             if keeps_going {
                 op.state = OpState::Paused;
                 self.paused.push(token);

@@ -90,8 +90,11 @@ impl Registration {
     }
 
     /// Cancels operation `op`: no packet for it is delivered after this,
-    /// and the reactor reclaims what its completions carry. Returns whether
-    /// `op` was live and owned by this registration.
+    /// and the reactor reclaims what its completions carry (closing
+    /// accepted fds, returning provided buffers), including completions
+    /// that already arrived but were not yet drained. Returns whether there
+    /// was anything to cancel: `op` was live and owned by this
+    /// registration, or completions of it were still queued.
     pub fn cancel(&self, op: OpId) -> bool {
         self.inner.core.borrow_mut().cancel(self.token, op)
     }
