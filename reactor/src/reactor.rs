@@ -431,10 +431,11 @@ impl Reactor {
         core.counters.turns += 1;
         core.begin_crank();
         let mut wait = timeout != Some(Duration::ZERO) && !core.driver.has_completions();
-        // Spin briefly before blocking, unless submissions are queued (the
-        // enter may well complete some at once): a raise that lands within
-        // the spin costs no kernel wake-up (see DESIGN, contract 6).
-        let spin = wait && !core.fresh_submissions;
+        // Spin briefly before blocking, unless submissions are queued or
+        // the kernel holds completions for us (the enter may well return
+        // at once): a raise that lands within the spin costs no kernel
+        // wake-up (see DESIGN, contract 6).
+        let spin = wait && !core.fresh_submissions && !core.driver.kernel_has_work();
         if (spin && self.inner.remote.spin_for_pending(SPIN_BEFORE_SLEEP))
             || (wait && !self.inner.remote.prepare_sleep())
         {

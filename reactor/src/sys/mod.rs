@@ -123,6 +123,14 @@ impl Driver {
         }
     }
 
+    /// Whether the kernel has completions waiting to be posted for us
+    /// (deferred task work) or overflowed ones to flush.
+    pub(crate) fn kernel_has_work(&mut self) -> bool {
+        match self {
+            Driver::Uring(u) => u.kernel_has_work(),
+        }
+    }
+
     pub(crate) fn has_completions(&mut self) -> bool {
         match self {
             Driver::Uring(u) => u.has_completions(),
