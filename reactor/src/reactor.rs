@@ -416,7 +416,9 @@ impl Reactor {
     /// `timeout` bounds the wait: `Some(Duration::ZERO)` never blocks, and
     /// `None` blocks until something completes or another thread wakes the
     /// reactor. It does not block when completions or remote wake-ups are
-    /// already waiting. Returns the number of completions reaped.
+    /// already waiting, and before blocking it spins for a few microseconds
+    /// watching for a remote wake-up, which then costs no kernel wake-up.
+    /// Returns the number of completions reaped.
     ///
     /// # Errors
     ///
