@@ -404,3 +404,38 @@ fn a_listener_queues_a_burst_of_connects() {
     });
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn several_tasks_can_accept_on_one_listener() {
+    const TASKS: usize = 4;
+    const EACH: usize = 10;
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "concurrent accepts", async {
+        let listener = std::rc::Rc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        let acceptors: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let listener = listener.clone();
+                tally::spawn(async move {
+                    let mut streams = Vec::new();
+                    for _ in 0..EACH {
+                        streams.push(listener.accept().await.unwrap().0);
+                    }
+                    streams.len()
+                })
+            })
+            .collect();
+        // Let every acceptor wait before anyone connects, then connect in
+        // small bursts.
+        tally::time::sleep(Duration::from_millis(5)).await;
+        let mut clients = Vec::new();
+        for _ in 0..TASKS * EACH / 2 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            tally::time::sleep(Duration::from_micros(200)).await;
+        }
+        for a in acceptors {
+            assert_eq!(a.await.unwrap(), EACH);
+        }
+    });
+}

@@ -1,11 +1,12 @@
 //! The machinery every stream socket and listener shares: completion-based
 //! reads, writes, accepts and close.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use tally_reactor::{BufGroup, CompletionPacket, Op, OpId, PacketList, RecvBuf, Registration};
 
@@ -390,11 +391,16 @@ pub(crate) fn widen_backlog(fd: RawFd) -> io::Result<()> {
 
 /// A listening socket's accept state: one multishot accept, armed on the
 /// first accept, whose fds queue here until taken.
+///
+/// Several tasks may wait in `accept` at once, but the registration keeps
+/// only the last one's waker; the others wait in `waiters`, and are woken
+/// to look again whenever an accept returns, so that none is left behind.
 pub(crate) struct Acceptor {
     reg: Registration,
     op: Option<OpId>,
     ready: VecDeque<OwnedFd>,
     err: Option<io::Error>,
+    waiters: Vec<Waker>,
 }
 
 impl Acceptor {
@@ -404,14 +410,36 @@ impl Acceptor {
             op: None,
             ready: VecDeque::new(),
             err: None,
+            waiters: Vec::new(),
         }
     }
 
-    pub(crate) fn poll_accept(
-        &mut self,
+    /// Polls `acceptor` (listening on `fd`) for a connection. The waiters
+    /// are woken after the borrow ends, when this accept returns.
+    pub(crate) fn poll(
+        acceptor: &RefCell<Acceptor>,
         fd: RawFd,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<OwnedFd>> {
+        let mut this = acceptor.borrow_mut();
+        let result = this.poll_accept(fd, cx);
+        let wake = match result {
+            Poll::Ready(_) => std::mem::take(&mut this.waiters),
+            Poll::Pending => {
+                if !this.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    this.waiters.push(cx.waker().clone());
+                }
+                Vec::new()
+            }
+        };
+        drop(this);
+        for waker in wake {
+            waker.wake();
+        }
+        result
+    }
+
+    fn poll_accept(&mut self, fd: RawFd, cx: &mut Context<'_>) -> Poll<io::Result<OwnedFd>> {
         loop {
             if let Some(fd) = self.ready.pop_front() {
                 return Poll::Ready(Ok(fd));

@@ -78,12 +78,10 @@ impl TcpListener {
     ///
     /// An error from `accept` (e.g. `EMFILE`); the listener stays usable.
     ///
-    /// # Panics
-    ///
-    /// Panics if two tasks await `accept` on one listener at once.
+    /// Several tasks may await `accept` on one listener at once; each
+    /// connection goes to one of them.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let fd =
-            poll_fn(|cx| self.acceptor.borrow_mut().poll_accept(self.sock.as_raw_fd(), cx)).await?;
+        let fd = poll_fn(|cx| Acceptor::poll(&self.acceptor, self.sock.as_raw_fd(), cx)).await?;
         let stream = TcpStream::from_fd(fd);
         let peer = stream.peer_addr()?;
         Ok((stream, peer))
@@ -161,8 +159,14 @@ impl TcpStream {
     }
 
     fn with_std<T>(&self, f: impl FnOnce(&std::net::TcpStream) -> io::Result<T>) -> io::Result<T> {
-        let fd = self.io.fd().try_clone()?;
-        f(&std::net::TcpStream::from(fd))
+        // A std view of our fd, for its getters and setters; no dup(2), so
+        // no second fd that could fail at the fd limit.
+        // SAFETY: the fd is open and owned by `self.io` for the whole call,
+        // and ManuallyDrop never closes it.
+        let view = std::mem::ManuallyDrop::new(unsafe {
+            std::net::TcpStream::from_raw_fd(self.io.raw_fd())
+        });
+        f(&view)
     }
 
     /// The local address.

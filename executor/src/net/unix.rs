@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
@@ -48,12 +48,10 @@ impl UnixListener {
     ///
     /// An error from `accept`; the listener stays usable.
     ///
-    /// # Panics
-    ///
-    /// Panics if two tasks await `accept` on one listener at once.
+    /// Several tasks may await `accept` on one listener at once; each
+    /// connection goes to one of them.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let fd =
-            poll_fn(|cx| self.acceptor.borrow_mut().poll_accept(self.sock.as_raw_fd(), cx)).await?;
+        let fd = poll_fn(|cx| Acceptor::poll(&self.acceptor, self.sock.as_raw_fd(), cx)).await?;
         let stream = UnixStream::from_fd(fd);
         let peer = stream.peer_addr()?;
         Ok((stream, peer))
@@ -128,8 +126,14 @@ impl UnixStream {
         &self,
         f: impl FnOnce(&std::os::unix::net::UnixStream) -> io::Result<T>,
     ) -> io::Result<T> {
-        let fd = self.io.fd().try_clone()?;
-        f(&std::os::unix::net::UnixStream::from(fd))
+        // A std view of our fd, for its getters and setters; no dup(2), so
+        // no second fd that could fail at the fd limit.
+        // SAFETY: the fd is open and owned by `self.io` for the whole call,
+        // and ManuallyDrop never closes it.
+        let view = std::mem::ManuallyDrop::new(unsafe {
+            std::os::unix::net::UnixStream::from_raw_fd(self.io.raw_fd())
+        });
+        f(&view)
     }
 
     /// The peer's address.
