@@ -439,3 +439,46 @@ fn several_tasks_can_accept_on_one_listener() {
         }
     });
 }
+
+#[test]
+fn a_unix_connect_to_a_full_accept_queue_waits_without_blocking_the_thread() {
+    // A listener that queues 16 connections: a blocking connect beyond that
+    // would block this thread, and the accepting task with it, for good.
+    const CLIENTS: u32 = 200;
+    let _watchdog = util::Watchdog::new("a Unix connect", util::BUDGET * 2);
+    let rt = LocalReactor::new().unwrap();
+    let path = socket_path("full-queue");
+    bounded(&rt, "connects to a full queue", async {
+        let std_listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // SAFETY: listen(2) on a listening socket we own; no pointers.
+        assert_eq!(unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&std_listener), 16) }, 0);
+        let listener = UnixListener::from_std(std_listener);
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let path = path.clone();
+                tally::spawn(async move {
+                    let mut c = UnixStream::connect(&path).await.unwrap();
+                    c.write_all(&i.to_le_bytes()).await.unwrap();
+                    let mut b = [0u8; 4];
+                    c.read_exact(&mut b).await.unwrap();
+                    assert_eq!(u32::from_le_bytes(b), i, "client {i} got another's echo");
+                })
+            })
+            .collect();
+        // Let every client try before anything is accepted.
+        tally::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..CLIENTS {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tally::spawn(async move {
+                let mut b = [0u8; 4];
+                s.read_exact(&mut b).await.unwrap();
+                s.write_all(&b).await.unwrap();
+                s.flush().await.unwrap();
+            });
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+    });
+    std::fs::remove_file(&path).unwrap();
+}

@@ -372,15 +372,17 @@ impl Drop for StreamIo {
     }
 }
 
-/// The accept queue `bind` asks for (the kernel caps it at
-/// `net.core.somaxconn`). std listens with 128, and a burst of connects
-/// beyond that, made before the listener's multishot accept next runs (it
-/// runs when the reactor enters the kernel), has its SYNs dropped and
-/// retried a whole second later.
-const LISTEN_BACKLOG: i32 = 1024;
+/// The accept queue `TcpListener::bind` asks for: as long as the kernel
+/// allows (`net.core.somaxconn`, 4096 by default), which a negative backlog
+/// means to Linux, as std's `UnixListener` already asks. std's TCP
+/// listener asks for 128, and a burst of connects beyond that, made before
+/// the listener's multishot accept next runs (when the reactor enters the
+/// kernel), has its SYNs dropped and retried a whole second later.
+const LISTEN_BACKLOG: i32 = -1;
 
 /// Widens the accept queue of listening socket `fd` to [`LISTEN_BACKLOG`]:
-/// calling `listen(2)` again on a listening socket only changes its backlog.
+/// calling `listen(2)` again on a listening socket only changes its
+/// backlog.
 pub(crate) fn widen_backlog(fd: RawFd) -> io::Result<()> {
     // SAFETY: listen(2) takes no pointers; a bad fd is an error, not UB.
     if unsafe { libc::listen(fd, LISTEN_BACKLOG) } != 0 {

@@ -47,8 +47,8 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds to `addr` (port 0 picks a free port) and listens, with an
-    /// accept queue of 1024 (std's is 128).
+    /// Binds to `addr` (port 0 picks a free port) and listens, with the
+    /// longest accept queue the kernel allows (std's is 128).
     ///
     /// # Errors
     ///

@@ -7,8 +7,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
-use super::stream::{Acceptor, StreamIo, widen_backlog};
+use super::stream::{Acceptor, StreamIo};
 
 /// A Unix-domain socket listening for connections.
 pub struct UnixListener {
@@ -17,8 +18,8 @@ pub struct UnixListener {
 }
 
 impl UnixListener {
-    /// Binds to `path` and listens, with an accept queue of 1024 (std's is
-    /// 128).
+    /// Binds to `path` and listens, with the longest accept queue the
+    /// kernel allows.
     ///
     /// # Errors
     ///
@@ -28,9 +29,8 @@ impl UnixListener {
     ///
     /// Panics outside a running tally executor.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
-        let sock = std::os::unix::net::UnixListener::bind(path)?;
-        widen_backlog(sock.as_raw_fd())?;
-        Ok(UnixListener::from_std(sock))
+        // std already listens with the longest queue the kernel allows.
+        Ok(UnixListener::from_std(std::os::unix::net::UnixListener::bind(path)?))
     }
 
     /// Wraps a listening std socket.
@@ -80,19 +80,49 @@ pub struct UnixStream {
 }
 
 impl UnixStream {
-    /// Connects to the socket at `path`. Unix-domain connects complete at
-    /// once or fail, so this is one non-blocking syscall.
+    /// Connects to the socket at `path`.
+    ///
+    /// A Unix-domain connect completes at once, or finds the listener's
+    /// accept queue full. A blocking connect would then block the whole
+    /// thread, and with it the very task that would accept; this one is
+    /// non-blocking and retries after a short sleep (100 µs, doubling up to
+    /// 10 ms) until the listener makes room.
     ///
     /// # Errors
     ///
-    /// As `connect(2)`.
+    /// As `connect(2)`; `InvalidInput` for a path too long for
+    /// `sockaddr_un`.
     ///
     /// # Panics
     ///
     /// Panics outside a running tally executor.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
-        let std = std::os::unix::net::UnixStream::connect(path)?;
-        Ok(UnixStream::from_std(std))
+        let (addr, len) = sockaddr_un(path.as_ref())?;
+        let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: socket(2) takes no pointers; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: socket just returned `fd`, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut backoff = Duration::from_micros(100);
+        loop {
+            let ptr = (&raw const addr).cast::<libc::sockaddr>();
+            // SAFETY: `ptr` points at a sockaddr_un valid for `len` bytes.
+            if unsafe { libc::connect(fd.as_raw_fd(), ptr, len) } == 0 {
+                return Ok(UnixStream::from_fd(fd));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) => {
+                    crate::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(10));
+                }
+                _ => return Err(e),
+            }
+        }
     }
 
     /// A connected pair.
@@ -174,3 +204,24 @@ impl fmt::Debug for UnixStream {
 }
 
 super::stream_traits!(UnixStream);
+
+/// `path` as a `sockaddr_un` and its length.
+fn sockaddr_un(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data, for which all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    // One byte stays zero: the terminating NUL.
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a Unix socket path must be 1 to 107 bytes, without NUL",
+        ));
+    }
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
