@@ -281,6 +281,12 @@ pub(crate) struct OpSlot {
     pub(crate) kind: OpKind,
     pub(crate) opcode: u8,
     pub(crate) state: OpState,
+    /// Set when the op is (re)armed, cleared by its first completion.
+    pub(crate) armed_fresh: bool,
+    /// Multishot poll only: consecutive armings whose first completion was
+    /// also their last. A file that cannot wait for readiness (`/dev/null`,
+    /// a pseudo-file without poll) answers every arming that way.
+    pub(crate) instant_ends: u8,
 }
 
 impl OpState {
@@ -333,10 +339,15 @@ impl Reactor {
     ///
     /// # Errors
     ///
-    /// `EBADF` if `fd` is not open; `PermissionDenied` if it is a regular
-    /// file, directory or block device, which cannot wait for readiness
-    /// (epoll refuses them with `EPERM`); `AlreadyExists` if
-    /// another live registration already watches `fd`.
+    /// `EBADF` if `fd` is not open; `PermissionDenied` if it is a
+    /// directory, a block device, or a regular file outside the pseudo file
+    /// systems (procfs, sysfs, cgroupfs, tracefs, FUSE, ...) whose files may
+    /// support poll: those cannot wait for readiness, and epoll refuses
+    /// them with `EPERM`; `AlreadyExists` if another live registration
+    /// already watches `fd`. Another fd that turns out not to wait (say
+    /// `/dev/null`) is caught at run time: its poll ends with a completion
+    /// packet whose result is `-EPERM`, instead of reporting an edge on
+    /// every turn.
     pub fn register_fd(&self, fd: RawFd, interest: Signals) -> io::Result<Registration> {
         syscall::check_pollable(fd)?;
         let mut core = self.inner.core.borrow_mut();
@@ -523,6 +534,8 @@ impl Core {
             kind: op.kind,
             opcode: 0,
             state: OpState::InFlight,
+            armed_fresh: true,
+            instant_ends: 0,
         }) else {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "operation slab exhausted"));
         };
@@ -542,6 +555,7 @@ impl Core {
         // completion.
         unsafe { self.driver.submit(token, &mut op.kind) };
         op.state = OpState::InFlight;
+        op.armed_fresh = true;
         self.counters.submissions += 1;
         self.fresh_submissions = true;
     }
@@ -653,12 +667,25 @@ impl Core {
             return;
         };
         let multishot = op.kind.is_multishot();
+        let first_since_armed = std::mem::replace(&mut op.armed_fresh, false);
         let mut deliver = true;
+        let mut unpollable = false;
         if let OpKind::Poll { .. } = op.kind {
             if cqe.result >= 0 {
                 let observed = uring::poll_signals(cqe.result as u32);
                 reg.local_signal = CountedSignal::fold(reg.local_signal, observed, 1);
                 deliver = false;
+            }
+            if multishot && more {
+                op.instant_ends = 0;
+            } else if multishot && first_since_armed && cqe.result > 0 {
+                // The kernel found no wait queue to sleep on, reported the
+                // file ready and ended the poll. Once could be a full CQ;
+                // twice running means the file cannot wait, and re-arming
+                // would spin the reactor: end the op with EPERM, as epoll
+                // would have refused the fd.
+                op.instant_ends = op.instant_ends.saturating_add(1);
+                unpollable = op.instant_ends >= 2;
             }
         }
         let group = match op.kind {
@@ -693,6 +720,10 @@ impl Core {
             }
             reg.queue.push(Packet::completion(reg_token, c));
         }
+        if unpollable {
+            let c = CompletionPacket::new(token, op.opcode, -libc::EPERM, 0, group);
+            reg.queue.push(Packet::completion(reg_token, c));
+        }
         if !more {
             // The kernel also ends an arming that is still healthy (say, it
             // could not post to a full CQ) with a success: re-arm that too.
@@ -701,7 +732,7 @@ impl Core {
                 OpKind::RecvMulti { .. } => cqe.result > 0,
                 _ => cqe.result >= 0,
             };
-            let keeps_going = multishot && (paused_end || healthy(&op.kind));
+            let keeps_going = multishot && !unpollable && (paused_end || healthy(&op.kind));
             if keeps_going {
                 op.state = OpState::Paused;
                 self.paused.push(token);

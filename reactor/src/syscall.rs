@@ -39,11 +39,29 @@ pub(crate) fn close_fd(fd: RawFd) {
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
+/// Pseudo file systems whose regular files may wait for readiness (kernfs
+/// attributes and `cgroup.events`, `/proc/self/mounts`, PSI triggers,
+/// tracefs `trace_pipe`, FUSE files with `FUSE_POLL`, ...). Regular files
+/// anywhere else (ext4, xfs, btrfs, tmpfs and memfds, ...) never do.
+const POLLABLE_FILE_SYSTEMS: [i64; 9] = [
+    0x9fa0,      // PROC_SUPER_MAGIC
+    0x6265_6572, // SYSFS_MAGIC
+    0x0027_e0eb, // CGROUP_SUPER_MAGIC
+    0x6367_7270, // CGROUP2_SUPER_MAGIC
+    0x6462_6720, // DEBUGFS_MAGIC
+    0x7472_6163, // TRACEFS_MAGIC
+    0x7363_6673, // SECURITYFS_MAGIC
+    0x6265_6570, // CONFIGFS_MAGIC
+    0x6573_5546, // FUSE_SUPER_MAGIC
+];
+
 /// Checks that `fd` is an open descriptor that can wait for readiness, so
 /// that bad input fails at once rather than in a later completion: `EBADF`
 /// if it is not open, `PermissionDenied` (where `epoll_ctl` answers `EPERM`)
-/// for a regular file, directory or block device, which are always "ready"
-/// and would make a multishot poll complete on every turn.
+/// for a directory, a block device, or a regular file outside the pseudo
+/// file systems above, which are always "ready" and would make a multishot
+/// poll complete on every turn. (Anything else that cannot wait, say
+/// `/dev/null`, is caught at run time by the reactor.)
 pub(crate) fn check_pollable(fd: RawFd) -> io::Result<()> {
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
@@ -52,11 +70,22 @@ pub(crate) fn check_pollable(fd: RawFd) -> io::Result<()> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // `st` is a valid, writable stat buffer for the duration of the call.
     syscall!(fstat(fd, &mut st))?;
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK => Err(io::Error::new(
+    let refuse = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR | libc::S_IFBLK => true,
+        libc::S_IFREG => {
+            // SAFETY: `statfs` is plain old data; all-zero is a valid value.
+            let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+            // `fs` is a valid, writable statfs buffer for the call.
+            syscall!(fstatfs(fd, &mut fs))?;
+            !POLLABLE_FILE_SYSTEMS.contains(&(fs.f_type as i64))
+        }
+        _ => false,
+    };
+    if refuse {
+        return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("fd {fd} is a file, directory or block device: it cannot wait for readiness"),
-        )),
-        _ => Ok(()),
+        ));
     }
+    Ok(())
 }

@@ -149,15 +149,51 @@ fn misuse_of_the_api(reactor: &Reactor) {
 }
 
 fn odd_files(reactor: &Reactor) {
-    // A regular file and a directory are always "ready" and cannot wait
-    // for readiness: as with epoll (EPERM), watching them is refused rather
-    // than left to spin the reactor with an edge every turn.
-    let file = File::open("/proc/self/status").unwrap();
+    // A regular file (here a memfd, on tmpfs) and a directory are always
+    // "ready" and cannot wait for readiness: as with epoll (EPERM),
+    // watching them is refused at once rather than left to spin the
+    // reactor with an edge every turn.
+    // SAFETY: the name is a valid C string; memfd_create takes no other pointers.
+    let memfd = unsafe { libc::memfd_create(c"tally-bad-input".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(memfd >= 0);
+    // SAFETY: memfd_create just returned this fd; nothing else owns it.
+    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
     let dir = File::open("/").unwrap();
-    for f in [&file, &dir] {
-        let err = reactor.register_fd(f.as_raw_fd(), Signals::READABLE).unwrap_err();
+    for fd in [memfd.as_raw_fd(), dir.as_raw_fd()] {
+        let err = reactor.register_fd(fd, Signals::READABLE).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     }
+    // Files that cannot wait but pass that check (a character device
+    // without poll, a procfs file without poll) are caught at run time:
+    // the registration's poll ends with -EPERM instead of re-arming on
+    // every turn, and the reactor can block again.
+    let null = File::open("/dev/null").unwrap();
+    let status = File::open("/proc/self/status").unwrap();
+    for f in [&null, &status] {
+        let reg = reactor.register_fd(f.as_raw_fd(), Signals::READABLE).unwrap();
+        let got = util::gather_until(reactor, &reg, "the unpollable file's EPERM", |p| {
+            completions(p).iter().any(|c| c.result == -libc::EPERM)
+        });
+        assert!(util::signal_totals(&got).0.contains(Signals::READABLE));
+        assert_eq!(reactor.metrics().ops_in_flight, 0, "the poll is over");
+        let start = std::time::Instant::now();
+        reactor.turn(Some(Duration::from_millis(30))).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(20), "the reactor still spins");
+        assert!(completions(&reg.try_drain()).is_empty());
+    }
+    // A procfs file that does support poll is watched normally, and the
+    // reactor sleeps while nothing happens.
+    let mounts = File::open("/proc/self/mounts").unwrap();
+    let reg = reactor.register_fd(mounts.as_raw_fd(), Signals::PRIORITY).unwrap();
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        reactor.turn(Some(Duration::from_millis(30))).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(20), "a pollable file spins");
+    }
+    assert!(completions(&reg.try_drain()).is_empty());
+    assert_eq!(reactor.metrics().ops_in_flight, 1);
+    drop(reg);
+
     // Socket shut down under a pending recv: it completes with 0 (EOF).
     let (a, b) = UnixStream::pair().unwrap();
     let reg = reactor.register();
