@@ -482,3 +482,27 @@ fn a_unix_connect_to_a_full_accept_queue_waits_without_blocking_the_thread() {
     });
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_dropped_listener_frees_its_address_at_once() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "rebind", async {
+        let mut listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for round in 0..3 {
+            // Arm the multishot accept, then drop the listener with it armed.
+            let r = tally::time::timeout(Duration::from_millis(2), listener.accept()).await;
+            assert!(r.is_err(), "round {round}: nobody connected");
+            drop(listener);
+            listener = TcpListener::bind(addr)
+                .unwrap_or_else(|e| panic!("round {round}: rebinding {addr}: {e}"));
+            let client = tally::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut c = client.await.unwrap();
+            s.write_all(&[round]).await.unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).await.unwrap();
+            assert_eq!(b, [round]);
+        }
+    });
+}

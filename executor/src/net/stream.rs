@@ -391,6 +391,17 @@ pub(crate) fn widen_backlog(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Stops a listening socket at once, for a listener being dropped. Its
+/// multishot accept holds the socket open until the kernel has processed
+/// the cancel, at the reactor's next turn, and until then the address
+/// stays in use; `shutdown(2)` stops the listening now, so the address can
+/// be bound again right away (std listeners set `SO_REUSEADDR`) and new
+/// connects are refused.
+pub(crate) fn stop_listening(fd: RawFd) {
+    // SAFETY: shutdown(2) takes no pointers; its errors change nothing.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
 /// A listening socket's accept state: one multishot accept, armed on the
 /// first accept, whose fds queue here until taken.
 ///

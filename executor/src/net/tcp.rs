@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::stream::{Acceptor, StreamIo, widen_backlog};
+use super::stream::{Acceptor, StreamIo, stop_listening, widen_backlog};
 
 /// A TCP socket listening for connections.
 ///
@@ -94,6 +94,12 @@ impl TcpListener {
     /// As `getsockname(2)`.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        stop_listening(self.sock.as_raw_fd());
     }
 }
 

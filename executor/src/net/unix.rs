@@ -9,7 +9,7 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::stream::{Acceptor, StreamIo};
+use super::stream::{Acceptor, StreamIo, stop_listening};
 
 /// A Unix-domain socket listening for connections.
 pub struct UnixListener {
@@ -64,6 +64,12 @@ impl UnixListener {
     /// As `getsockname(2)`.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
+    }
+}
+
+impl Drop for UnixListener {
+    fn drop(&mut self) {
+        stop_listening(self.sock.as_raw_fd());
     }
 }
 
