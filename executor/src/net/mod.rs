@@ -4,13 +4,14 @@
 //! # Buffers
 //!
 //! Streams are built on completion operations, and their buffers are
-//! designed so that an idle connection pins no memory:
+//! designed so that an idle connection pins no receive memory, and the
+//! steady state allocates nothing:
 //!
 //! * **Reads** use one multishot recv per stream, armed on first read, that
 //!   receives into a **provided buffer ring** shared by every stream of the
 //!   executor (1024 buffers of 4 KiB). A completion names the buffer it
-//!   filled; the stream holds it until the bytes are read, then returns it to
-//!   the ring. When the ring runs dry the kernel stops the recv and the
+//!   filled; the stream holds it until its last byte is read, then returns
+//!   it to the ring at once. When the ring runs dry the kernel stops the recv and the
 //!   reactor re-arms it once buffers come back: back pressure, not loss. On
 //!   kernels without buffer rings, a one-shot recv into a 16 KiB buffer owned
 //!   by the stream takes its place.
@@ -18,12 +19,15 @@
 //!   write) and submit one send; `poll_write` returns as soon as the bytes
 //!   are copied, and the next write, flush or close waits for that send to
 //!   finish and reports its error. At most one send is in flight per stream,
-//!   so bytes go out in order.
+//!   so bytes go out in order. The buffer is kept between writes, so its
+//!   capacity is that of the largest write so far (at most 64 KiB).
 //!
 //! **A dropped read never loses data.** Received bytes belong to the stream,
-//! not to the future that asked for them: if a read future is dropped after
-//! the kernel filled a buffer, the bytes stay queued in the stream and the
-//! next read returns them.
+//! not to the future that asked for them: the receive stays armed when a
+//! read future is dropped, every completion it makes (however many arrive
+//! between two reads) is queued in the stream in order, and the next read
+//! returns the bytes. The tests `a_dropped_read_*` and
+//! `many_chunks_queued_before_a_read_all_arrive_in_order` check this.
 //!
 //! Dropping a stream cancels its operations (the reactor keeps their buffers
 //! until the kernel lets go) and closes the fd through the ring, after every
