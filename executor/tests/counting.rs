@@ -381,3 +381,64 @@ fn spawning_while_stopped_runs_at_the_next_crank_in_spawn_order() {
     }
     assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn a_remote_wake_gets_a_reactor_blocked_without_timeout_out_of_the_kernel() {
+    // No timer at all: the reactor blocks in the kernel with no timeout,
+    // and only the remote wake-up can end the wait. The watchdog turns a
+    // lost wake-up into a failure instead of a hang.
+    let _watchdog = util::Watchdog::new("a reactor blocked with no timeout", util::BUDGET);
+    let rt = LocalReactor::new().unwrap();
+    let c = Counters::new();
+    let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+    let s = slot.clone();
+    let polled = Rc::new(Cell::new(false));
+    let p = polled.clone();
+    let task = rt.spawn(c.wrap(std::future::poll_fn(move |cx| {
+        if p.replace(true) {
+            Poll::Ready("woken")
+        } else {
+            *s.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })));
+    let main_slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+    let ms = main_slot.clone();
+    let waker_thread = std::thread::spawn(move || {
+        // Wake the task, then (later) the block_on future itself.
+        let deadline = std::time::Instant::now() + util::BUDGET;
+        let task_waker = loop {
+            if let Some(w) = slot.lock().unwrap().take() {
+                break w;
+            }
+            assert!(std::time::Instant::now() < deadline, "the task never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        task_waker.wake();
+        let main_waker = loop {
+            if let Some(w) = ms.lock().unwrap().take() {
+                break w;
+            }
+            assert!(std::time::Instant::now() < deadline, "main never waited");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        main_waker.wake();
+    });
+    let kicks = rt.metrics().kernel_wakes;
+    assert_eq!(rt.block_on(task), Ok("woken"));
+    c.assert("remote wake", 2, 1);
+    // Now the block_on future itself, woken from the other thread.
+    let mut first = true;
+    rt.block_on(std::future::poll_fn(|cx| {
+        if std::mem::take(&mut first) {
+            *main_slot.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }));
+    waker_thread.join().unwrap();
+    assert!(rt.metrics().kernel_wakes - kicks >= 2, "each wait ended by a kernel wake-up");
+}
