@@ -76,6 +76,7 @@ impl PacketQueue {
     }
 
     /// How many packets are queued.
+    #[inline]
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -86,6 +87,7 @@ impl PacketQueue {
     }
 
     /// Whether the next non-signal push would be refused.
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.items.len() >= self.cap
     }
@@ -104,6 +106,7 @@ impl PacketQueue {
     /// # Errors
     ///
     /// Hands `packet` back when the queue is full and it cannot be folded.
+    #[inline]
     pub fn push(&mut self, packet: Packet) -> Result<Pushed, Packet> {
         let is_signal = matches!(packet.kind(), PacketKind::Signal(_));
         if self.items.len() < self.cap {
@@ -137,7 +140,16 @@ impl PacketQueue {
     /// Moves every queued packet, oldest first, onto the end of `out`. The
     /// queue keeps its allocation.
     pub fn drain_into(&mut self, out: &mut PacketList) {
-        out.extend(self.items.drain(..));
+        // Packets are Copy: one block copy, then forget them here.
+        out.extend_from_slice(&self.items);
+        self.items.clear();
+        self.last_signal = None;
+    }
+
+    /// Keeps only the packets for which `keep` returns true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Packet) -> bool) {
+        self.items.retain(|p| keep(p));
+        // Indices moved; the fold target is found again by a scan.
         self.last_signal = None;
     }
 
@@ -146,5 +158,30 @@ impl PacketQueue {
         let mut out = PacketList::new();
         self.drain_into(&mut out);
         out
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{Count, Signals};
+
+    #[test]
+    fn retain_keeps_order_and_folding_still_finds_the_signal() {
+        let (a, b) = (Token::new(0, 1), Token::new(1, 1));
+        let sig = |key, n| Packet::signal(key, Signals::READABLE, Signals::READABLE, Count::new(n));
+        let mut q = PacketQueue::with_cap(3);
+        q.push(sig(a, 1)).unwrap();
+        q.push(Packet::user(b, [1; 32])).unwrap();
+        q.push(Packet::user(b, [2; 32])).unwrap();
+        q.retain(|p| p.kind() != PacketKind::User([1; 32]));
+        assert_eq!(q.len(), 2);
+        q.push(Packet::user(b, [3; 32])).unwrap();
+        // Full again: a signal for `a` folds into the (moved) queued one.
+        assert_eq!(q.push(sig(a, 4)), Ok(Pushed::Folded));
+        let list = q.take();
+        assert_eq!(list[0].as_signal().unwrap().count, Count::new(5));
+        assert_eq!(list[1].kind(), PacketKind::User([2; 32]));
+        assert_eq!(list[2].kind(), PacketKind::User([3; 32]));
     }
 }

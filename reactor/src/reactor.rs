@@ -16,7 +16,8 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use tally_packets::{
-    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, Signals, Token,
+    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, PacketQueue, Signals,
+    Token,
 };
 
 use crate::buf_ring::BufGroup;
@@ -235,16 +236,15 @@ pub(crate) struct Core {
 
 /// One registration's reactor-side state.
 pub(crate) struct RegSlot {
-    /// Completion packets waiting for a drain, oldest first. The first
-    /// `queue_cap` are the queue proper; any beyond are overflow, which a
-    /// data-bearing multishot op answers by pausing until the next drain.
-    ///
-    /// Only completions queue here. Signals (readiness edges, remote
-    /// raises) fold into `local_signal` and the shared counted signal and
-    /// become one packet at drain time, and user packets wait in `shared`,
-    /// so the fold-on-overflow of `PacketQueue` has nothing to do and a
-    /// plain `Vec` (drained with one copy) serves. It keeps its allocation.
-    pub(crate) queue: Vec<Packet>,
+    /// Completion packets waiting for a drain, oldest first, at most
+    /// `queue_cap` of them. Signals (readiness edges, remote raises) do not
+    /// queue: they fold into `local_signal` and the shared counted signal
+    /// and become one packet at drain time; user packets wait in `shared`.
+    pub(crate) queue: PacketQueue,
+    /// Completions the full queue refused. Nothing is lost: they are kept
+    /// here, and the data-bearing multishot op that produced them pauses
+    /// until the next drain (back pressure). Empty in steady state.
+    pub(crate) overflow: Vec<Packet>,
     pub(crate) waker: Option<Waker>,
     pub(crate) trigger: Signals,
     /// Readiness edges folded in on this thread, packed as a CountedSignal.
@@ -496,7 +496,8 @@ impl fmt::Debug for Reactor {
 impl Core {
     fn insert_reg(&mut self, trigger: Signals, fd: Option<RawFd>) -> Token {
         let slot = RegSlot {
-            queue: Vec::new(),
+            queue: PacketQueue::with_cap(self.config.queue_cap),
+            overflow: Vec::new(),
             waker: None,
             trigger,
             local_signal: 0,
@@ -593,7 +594,7 @@ impl Core {
     fn may_rearm(&mut self, token: OpId) -> Option<bool> {
         let op = self.ops.get(token).filter(|op| op.state == OpState::Paused)?;
         let reg = self.regs.get(op.reg)?;
-        if reg.queue.len() >= self.config.queue_cap {
+        if reg.queue.is_full() || !reg.overflow.is_empty() {
             return Some(false);
         }
         if let OpKind::RecvMulti { group, .. } = op.kind {
@@ -710,19 +711,20 @@ impl Core {
         }
         if deliver {
             let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, group);
-            if reg.queue.len() >= self.config.queue_cap {
-                // Overflow: kept (nothing is lost), and back pressure below.
+            if reg.enqueue(Packet::completion(reg_token, c)) {
+                // Overflow: kept (nothing is lost), and back pressure.
                 self.counters.queue_overflows += 1;
                 if multishot && more && op.state == OpState::InFlight {
                     self.driver.cancel(token);
                     op.state = OpState::Stopping;
                 }
             }
-            reg.queue.push(Packet::completion(reg_token, c));
         }
         if unpollable {
             let c = CompletionPacket::new(token, op.opcode, -libc::EPERM, 0, group);
-            reg.queue.push(Packet::completion(reg_token, c));
+            if reg.enqueue(Packet::completion(reg_token, c)) {
+                self.counters.queue_overflows += 1;
+            }
         }
         if !more {
             // The kernel also ends an arming that is still healthy (say, it
@@ -782,8 +784,9 @@ impl Core {
             out.push(Packet::signal(token, reg.trigger, bits, count));
             self.counters.coalesced_raises += u64::from(count.get().saturating_sub(1));
         }
-        out.extend_from_slice(&reg.queue);
-        reg.queue.clear();
+        reg.queue.drain_into(out);
+        out.extend_from_slice(&reg.overflow);
+        reg.overflow.clear();
         if let Some(shared) = &reg.shared {
             shared.drain_user(|p| out.push(Packet::user(token, p)));
         }
@@ -839,17 +842,19 @@ impl Core {
     fn purge(&mut self, reg: Token, op: OpId) -> bool {
         let Some(r) = self.regs.get_mut(reg) else { return false };
         let is_op = |p: &Packet| p.as_completion().is_some_and(|c| c.op() == op);
-        let before = r.queue.len();
+        let before = r.queue.len() + r.overflow.len();
         let (driver, counters) = (&mut self.driver, &mut self.counters);
-        r.queue.retain(|packet| {
+        let mut keep = |packet: &Packet| {
             if !is_op(packet) {
                 return true;
             }
             reclaim_packet(driver, packet);
             counters.reclaimed += 1;
             false
-        });
-        r.queue.len() < before
+        };
+        r.queue.retain(&mut keep);
+        r.overflow.retain(|p| keep(p));
+        r.queue.len() + r.overflow.len() < before
     }
 
     /// Removes op `token` from the slab and from its registration's list.
@@ -886,7 +891,7 @@ impl Core {
                 OpState::Cancelled => {}
             }
         }
-        for packet in &slot.queue {
+        for packet in slot.queue.iter().chain(&slot.overflow) {
             if reclaim_packet(&mut self.driver, packet) {
                 self.counters.reclaimed += 1;
             }
@@ -957,8 +962,22 @@ impl Core {
 }
 
 impl RegSlot {
+    /// Queues `packet`, or keeps it in the overflow list when the queue is
+    /// full. Returns whether it overflowed.
+    #[inline]
+    fn enqueue(&mut self, packet: Packet) -> bool {
+        match self.queue.push(packet) {
+            Ok(_) => false,
+            Err(packet) => {
+                self.overflow.push(packet);
+                true
+            }
+        }
+    }
+
     fn has_packets(&self) -> bool {
         !self.queue.is_empty()
+            || !self.overflow.is_empty()
             || self.local_signal != 0
             || self
                 .shared
