@@ -169,7 +169,6 @@ impl Executor {
         entry.insert(TaskSlot {
             generation: id.generation,
             future: Some(future),
-            waker: Waker::from(header.clone()),
             header,
             join: join.clone(),
         });
@@ -216,7 +215,8 @@ impl Executor {
             }
             let Some(future) = slot.future.take() else { return };
             slot.header.scheduled.store(false, Ordering::Release);
-            (future, slot.waker.clone(), slot.join.clone())
+            // A Waker made from the Arc: a reference count, no allocation.
+            (future, Waker::from(slot.header.clone()), slot.join.clone())
         };
         let mut cx = Context::from_waker(&waker);
         let result = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));

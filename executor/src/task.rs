@@ -93,8 +93,8 @@ pub(crate) struct TaskSlot {
     pub(crate) generation: u32,
     /// `None` while the task is being polled.
     pub(crate) future: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    /// The task's waker state; each poll's `Waker` is made from it.
     pub(crate) header: Arc<TaskWaker>,
-    pub(crate) waker: Waker,
     pub(crate) join: Rc<dyn JoinNotify>,
 }
 
