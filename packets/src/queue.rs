@@ -171,12 +171,12 @@ mod tests {
         let (a, b) = (Token::new(0, 1), Token::new(1, 1));
         let sig = |key, n| Packet::signal(key, Signals::READABLE, Signals::READABLE, Count::new(n));
         let mut q = PacketQueue::with_cap(3);
-        q.push(sig(a, 1)).unwrap();
-        q.push(Packet::user(b, [1; 32])).unwrap();
-        q.push(Packet::user(b, [2; 32])).unwrap();
+        assert_eq!(q.push(sig(a, 1)), Ok(Pushed::Queued));
+        assert_eq!(q.push(Packet::user(b, [1; 32])), Ok(Pushed::Queued));
+        assert_eq!(q.push(Packet::user(b, [2; 32])), Ok(Pushed::Queued));
         q.retain(|p| p.kind() != PacketKind::User([1; 32]));
         assert_eq!(q.len(), 2);
-        q.push(Packet::user(b, [3; 32])).unwrap();
+        assert_eq!(q.push(Packet::user(b, [3; 32])), Ok(Pushed::Queued));
         // Full again: a signal for `a` folds into the (moved) queued one.
         assert_eq!(q.push(sig(a, 4)), Ok(Pushed::Folded));
         let list = q.take();
