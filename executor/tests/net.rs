@@ -506,3 +506,25 @@ fn a_dropped_listener_frees_its_address_at_once() {
         }
     });
 }
+
+#[test]
+fn connect_errors_are_reported() {
+    let rt = LocalReactor::new().unwrap();
+    bounded(&rt, "connect errors", async {
+        // A port nobody listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let e = TcpStream::connect(port).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        let missing = socket_path("missing");
+        let e = UnixStream::connect(&missing).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        let long = std::path::PathBuf::from("/tmp/".to_string() + &"x".repeat(200));
+        let e = UnixStream::connect(&long).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        // A path bound by nobody listening: refused.
+        let path = socket_path("not-listening");
+        let _bound = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        assert!(UnixStream::connect(&path).await.is_err());
+        std::fs::remove_file(&path).unwrap();
+    });
+}

@@ -11,10 +11,10 @@
 //!   receives into a **provided buffer ring** shared by every stream of the
 //!   executor (1024 buffers of 4 KiB). A completion names the buffer it
 //!   filled; the stream holds it until its last byte is read, then returns
-//!   it to the ring at once. When the ring runs dry the kernel stops the recv and the
-//!   reactor re-arms it once buffers come back: back pressure, not loss. On
-//!   kernels without buffer rings, a one-shot recv into a 16 KiB buffer owned
-//!   by the stream takes its place.
+//!   it to the ring at once. When the ring runs dry the kernel stops the
+//!   recv and the reactor re-arms it once buffers come back: back pressure,
+//!   not loss. On kernels without buffer rings, a one-shot recv into a
+//!   16 KiB buffer owned by the stream takes its place.
 //! * **Writes** copy into one buffer owned by the stream (up to 64 KiB per
 //!   write) and submit one send; `poll_write` returns as soon as the bytes
 //!   are copied, and the next write, flush or close waits for that send to
