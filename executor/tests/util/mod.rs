@@ -170,13 +170,13 @@ pub fn bounded<F: Future>(rt: &LocalReactor, what: &str, fut: F) -> F::Output {
     }
 }
 
-/// A fresh path for a Unix socket, in a directory only this process uses.
+/// A fresh path for a Unix socket in the temporary directory, named after
+/// this process so that concurrent test runs do not collide.
 pub fn socket_path(name: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("tally-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the socket directory");
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("{name}-{n}.sock"));
+    let file = format!("tally-{}-{name}-{n}.sock", std::process::id());
+    let path = std::env::temp_dir().join(file);
     let _ = std::fs::remove_file(&path);
     path
 }
