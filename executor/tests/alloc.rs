@@ -6,10 +6,8 @@
 //! `TALLY_ALLOC_TRACE=N` to print the backtraces of the first N counted
 //! allocations, to find where they come from.
 //!
-//! The target is zero allocations per message. While a bare reactor (no
-//! executor) is measured to allocate on the turns that wake a registration,
-//! the check is relaxed to "no more allocations than the reactor's own in
-//! as many turns", so that the executor's share is still held at zero.
+//! The target, and the check, is zero allocations per message, for the
+//! executor's paths and for a bare reactor's wake-and-drain turn alike.
 //!
 //! The footprint figures are meant for a release build:
 //!
@@ -203,47 +201,30 @@ where
     })
 }
 
-/// Prints the figure and asserts that nothing was allocated, unless the
-/// reactor itself allocates on every turn (see
-/// [`reactor_allocates_per_turn`]), which no executor code can avoid.
+/// Prints the figure and asserts that nothing was allocated.
 #[track_caller]
-fn assert_no_allocations(tracker: &Tracker, what: &str, usage: Usage, messages: u32) {
+fn assert_no_allocations(what: &str, usage: Usage, messages: u32) {
     println!(
-        "{what}: {} allocations over {messages} messages ({:.4} per message), {} bytes still live",
+        "{what}: {} allocations over {messages} messages and {} executor turns ({:.4} per \
+         message), {} bytes still live",
         usage.allocs,
+        usage.turns,
         usage.allocs as f64 / f64::from(messages),
         usage.live_bytes
     );
-    if usage.allocs != 0 {
-        if let Some(per_turn) = reactor_allocates_per_turn(tracker) {
-            // The executor must still add nothing of its own: no more
-            // allocations than the bare reactor makes in as many turns.
-            let bound = (per_turn * usage.turns as f64).ceil() as u64;
-            println!(
-                "the zero check of {what} is relaxed: tally-reactor itself allocates \
-                 {per_turn:.2} times per turn that wakes a registration (Core::begin_crank \
-                 frees its `woken` list every crank); {} turns allow {bound}",
-                usage.turns
-            );
-            assert!(
-                usage.allocs <= bound,
-                "{what}: more allocations than the reactor's own: {usage:?}"
-            );
-            return;
-        }
-    }
     assert_eq!(usage.allocs, 0, "{what}: allocations in the steady state: {usage:?}");
 }
 
-/// Whether a bare reactor, with no executor, allocates on the turns that
-/// wake a registration; if so, how many times per turn.
-fn reactor_allocates_per_turn(tracker: &Tracker) -> Option<f64> {
+/// A bare reactor (no executor) allocates nothing on turns that wake a
+/// registration and drain it.
+#[test]
+fn bare_reactor_wake_and_drain_allocates_nothing() {
     const TURNS: u32 = 200;
+    let tracker = Tracker::new();
     let reactor = tally::Reactor::new().unwrap();
     let reg = reactor.register();
     let signaler = reg.signaler();
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut usage = None;
     for i in 0..2 * TURNS {
         if i == TURNS {
             tracker.start();
@@ -255,9 +236,8 @@ fn reactor_allocates_per_turn(tracker: &Tracker) -> Option<f64> {
         reactor.turn(Some(Duration::ZERO)).unwrap();
         assert!(reg.poll_packets(&mut cx).is_ready());
     }
-    usage.get_or_insert(tracker.stop());
-    let allocs = usage.unwrap().allocs;
-    (allocs > 0).then(|| allocs as f64 / f64::from(TURNS))
+    let usage = tracker.stop();
+    assert_no_allocations("bare reactor wake-and-drain", usage, TURNS);
 }
 
 #[test]
@@ -265,7 +245,7 @@ fn unix_stream_ping_pong_allocates_nothing_per_message() {
     let rt = LocalReactor::new().unwrap();
     let tracker = Tracker::new();
     let usage = stream_ping_pong(&rt, &tracker, || UnixStream::pair().unwrap());
-    assert_no_allocations(&tracker, "UnixStream ping-pong", usage, 2 * MEASURED);
+    assert_no_allocations("UnixStream ping-pong", usage, 2 * MEASURED);
 }
 
 #[test]
@@ -280,7 +260,7 @@ fn tcp_ping_pong_allocates_nothing_per_message() {
         server.set_nodelay(true).unwrap();
         (TcpStream::from_std(client), TcpStream::from_std(server))
     });
-    assert_no_allocations(&tracker, "TcpStream ping-pong", usage, 2 * MEASURED);
+    assert_no_allocations("TcpStream ping-pong", usage, 2 * MEASURED);
 }
 
 #[test]
@@ -313,7 +293,7 @@ fn signaler_ping_pong_allocates_nothing_per_message() {
         pong.await.unwrap();
         usage.unwrap()
     });
-    assert_no_allocations(&tracker, "Registration + Signaler ping-pong", usage, 2 * MEASURED);
+    assert_no_allocations("Registration + Signaler ping-pong", usage, 2 * MEASURED);
 }
 
 #[test]
@@ -347,7 +327,7 @@ fn sender_ping_pong_allocates_nothing_per_message() {
         pong.await.unwrap();
         usage.unwrap()
     });
-    assert_no_allocations(&tracker, "Registration + Sender ping-pong", usage, 2 * MEASURED);
+    assert_no_allocations("Registration + Sender ping-pong", usage, 2 * MEASURED);
 }
 
 #[test]
@@ -370,7 +350,7 @@ fn waking_polling_and_timers_allocate_nothing() {
         spinner.await.unwrap();
         tracker.stop_on_reactor()
     });
-    assert_no_allocations(&tracker, "yield and sleep loop", usage, MEASURED);
+    assert_no_allocations("yield and sleep loop", usage, MEASURED);
 }
 
 /// Bytes per spawned task that has not run yet, and after its first poll.

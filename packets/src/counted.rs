@@ -75,7 +75,6 @@ impl fmt::Display for Count {
 
 /// What a [`CountedSignal::raise`] did. Only [`Raised::Woke`] obliges the
 /// caller to wake the consumer.
-#[must_use = "the caller that moved the word from empty to non-empty must wake the consumer"]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Raised {
     /// The word was empty and now is not: this caller wakes the consumer.
@@ -151,6 +150,7 @@ impl CountedSignal {
     /// Returns [`Raised::Woke`] to exactly one caller per empty→non-empty
     /// transition; that caller must wake the consumer. A raise of no bits and
     /// a zero count changes nothing and returns [`Raised::Coalesced`].
+    #[must_use = "the caller that moved the word from empty to non-empty must wake the consumer"]
     pub fn raise(&self, bits: Signals, n: u32) -> Raised {
         let mut current = self.word.load(Ordering::Relaxed);
         loop {

@@ -564,7 +564,9 @@ impl Core {
     /// The end of the previous crank: count registrations woken then and
     /// still undrained, and re-arm paused multishot ops that have room.
     fn begin_crank(&mut self) {
-        for token in std::mem::take(&mut self.woken) {
+        // Drained in place: the list keeps its allocation from crank to crank.
+        let mut woken = std::mem::take(&mut self.woken);
+        for token in woken.drain(..) {
             let Some(reg) = self.regs.get(token) else { continue };
             if reg.waker.is_none() && reg.has_packets() {
                 self.counters.undrained += 1;
@@ -574,6 +576,7 @@ impl Core {
                 );
             }
         }
+        self.woken = woken;
         let mut i = 0;
         while i < self.paused.len() {
             let token = self.paused[i];
