@@ -53,7 +53,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The W4 spec. The count is messages: [`CONNS`] × messages per connection.
 pub fn spec(cfg: Config) -> Spec {
-    let per_conn = cfg.pick(300, 2000);
+    let per_conn = cfg.pick(300, 1000);
     Spec {
         name: "W4 echo".into(),
         unit: "msgs/s",
