@@ -42,22 +42,26 @@ impl Count {
     pub const UNBOUNDED: Count = Count(u32::MAX);
 
     /// A count of `n`. `n == u32::MAX` is [`Count::UNBOUNDED`].
+    #[inline]
     pub const fn new(n: u32) -> Count {
         Count(n)
     }
 
     /// The raw value.
+    #[inline]
     pub const fn get(self) -> u32 {
         self.0
     }
 
     /// Whether this is the saturated sentinel.
+    #[inline]
     pub const fn is_unbounded(self) -> bool {
         self.0 == u32::MAX
     }
 
     /// Adds with saturation at [`Count::UNBOUNDED`].
     #[must_use]
+    #[inline]
     pub const fn saturating_add(self, n: u32) -> Count {
         Count(self.0.saturating_add(n))
     }
@@ -98,6 +102,7 @@ pub enum Raised {
 /// # Examples
 ///
 /// ```
+/// # if tally_packets::LOOM { return; } // loom's atomics only work inside a model
 /// use tally_packets::{Count, CountedSignal, Raised, Signals};
 ///
 /// let word = CountedSignal::new();
@@ -116,22 +121,26 @@ impl CountedSignal {
 
     /// An empty word.
     #[cfg(not(loom))]
+    #[inline]
     pub const fn new() -> CountedSignal {
         CountedSignal { word: AtomicU64::new(0) }
     }
 
     /// An empty word.
     #[cfg(loom)]
+    #[inline]
     pub fn new() -> CountedSignal {
         CountedSignal { word: AtomicU64::new(0) }
     }
 
     /// Packs bits and a count into a word.
+    #[inline]
     pub const fn pack(bits: Signals, count: Count) -> u64 {
         ((bits.bits() as u64) << Self::BITS_SHIFT) | count.get() as u64
     }
 
     /// Splits a word into its bits and its count.
+    #[inline]
     pub const fn unpack(word: u64) -> (Signals, Count) {
         let bits = (word >> Self::BITS_SHIFT) as u32;
         let count = (word & Self::COUNT_MASK) as u32;
@@ -139,6 +148,7 @@ impl CountedSignal {
     }
 
     /// The word after folding `bits` and `n` into `word`.
+    #[inline]
     pub const fn fold(word: u64, bits: Signals, n: u32) -> u64 {
         let (old_bits, old_count) = Self::unpack(word);
         Self::pack(Signals::from_bits(old_bits.bits() | bits.bits()), old_count.saturating_add(n))
@@ -151,6 +161,7 @@ impl CountedSignal {
     /// transition; that caller must wake the consumer. A raise of no bits and
     /// a zero count changes nothing and returns [`Raised::Coalesced`].
     #[must_use = "the caller that moved the word from empty to non-empty must wake the consumer"]
+    #[inline]
     pub fn raise(&self, bits: Signals, n: u32) -> Raised {
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
@@ -180,12 +191,14 @@ impl CountedSignal {
     }
 
     /// Swaps in empty and returns what was raised since the last take.
+    #[inline]
     pub fn take(&self) -> (Signals, Count) {
         Self::unpack(self.word.swap(0, Ordering::Acquire))
     }
 
     /// A snapshot of the word, for metrics and debugging only: it may be
     /// stale by the time it is read.
+    #[inline]
     pub fn peek(&self) -> (Signals, Count) {
         Self::unpack(self.word.load(Ordering::Relaxed))
     }

@@ -14,9 +14,11 @@ use crate::{Count, Signals, Token};
 struct SplitU64([u32; 2]);
 
 impl SplitU64 {
+    #[inline]
     const fn new(v: u64) -> Self {
         SplitU64([v as u32, (v >> 32) as u32])
     }
+    #[inline]
     const fn get(self) -> u64 {
         self.0[0] as u64 | ((self.0[1] as u64) << 32)
     }
@@ -55,48 +57,57 @@ const _: () = assert!(std::mem::size_of::<PacketKind>() <= 36, "tag plus 32 byte
 
 impl Packet {
     /// A packet of any kind.
+    #[inline]
     pub const fn new(key: Token, status: i32, kind: PacketKind) -> Packet {
         Packet { key, status, kind }
     }
 
     /// A signal packet with status 0.
+    #[inline]
     pub const fn signal(key: Token, trigger: Signals, observed: Signals, count: Count) -> Packet {
         Packet::new(key, 0, PacketKind::Signal(SignalPacket { trigger, observed, count }))
     }
 
     /// A completion packet; its status is the result when the result is a
     /// negated errno, and 0 otherwise.
+    #[inline]
     pub const fn completion(key: Token, completion: CompletionPacket) -> Packet {
         let status = if completion.result < 0 { completion.result } else { 0 };
         Packet::new(key, status, PacketKind::Completion(completion))
     }
 
     /// A user packet with status 0.
+    #[inline]
     pub const fn user(key: Token, payload: [u8; 32]) -> Packet {
         Packet::new(key, 0, PacketKind::User(payload))
     }
 
     /// The key of the registration this packet was delivered to.
+    #[inline]
     pub const fn key(&self) -> Token {
         self.key
     }
 
     /// 0, or a negated errno.
+    #[inline]
     pub const fn status(&self) -> i32 {
         self.status
     }
 
     /// The kind and its payload.
+    #[inline]
     pub const fn kind(&self) -> PacketKind {
         self.kind
     }
 
     /// A mutable view of the kind, for folding signals in place.
+    #[inline]
     pub fn kind_mut(&mut self) -> &mut PacketKind {
         &mut self.kind
     }
 
     /// The signal payload, if this is a signal packet.
+    #[inline]
     pub const fn as_signal(&self) -> Option<SignalPacket> {
         match self.kind {
             PacketKind::Signal(s) => Some(s),
@@ -105,6 +116,7 @@ impl Packet {
     }
 
     /// The completion payload, if this is a completion packet.
+    #[inline]
     pub const fn as_completion(&self) -> Option<CompletionPacket> {
         match self.kind {
             PacketKind::Completion(c) => Some(c),
@@ -167,16 +179,19 @@ impl CompletionPacket {
     const BUFFER_SHIFT: u32 = 16;
 
     /// A completion for operation `op`.
+    #[inline]
     pub const fn new(op: Token, opcode: u8, result: i32, flags: u32, buf_group: u16) -> Self {
         CompletionPacket { result, flags, op: SplitU64::new(op.as_u64()), opcode, buf_group }
     }
 
     /// The token of the operation that completed.
+    #[inline]
     pub const fn op(&self) -> Token {
         Token::from_u64(self.op.get())
     }
 
     /// The provided buffer this completion filled, if any.
+    #[inline]
     pub const fn buffer_id(&self) -> Option<u16> {
         if self.flags & Self::F_BUFFER != 0 {
             Some((self.flags >> Self::BUFFER_SHIFT) as u16)
@@ -186,6 +201,7 @@ impl CompletionPacket {
     }
 
     /// Whether the operation will post more completions.
+    #[inline]
     pub const fn more(&self) -> bool {
         self.flags & Self::F_MORE != 0
     }
@@ -202,11 +218,13 @@ pub struct TimerPacket {
 
 impl TimerPacket {
     /// A timer packet for timer `id`.
+    #[inline]
     pub const fn new(id: u64, expirations: Count) -> Self {
         TimerPacket { id: SplitU64::new(id), expirations }
     }
 
     /// The timer's id, as its owner chose it.
+    #[inline]
     pub const fn id(&self) -> u64 {
         self.id.get()
     }

@@ -64,33 +64,39 @@ impl Signals {
     /// # Panics
     ///
     /// Panics if `n >= 8`.
+    #[inline]
     pub const fn user(n: u32) -> Signals {
         assert!(n < 8, "there are eight user signal bits, 0..8");
         Signals(1 << (Self::USER_SHIFT + n))
     }
 
     /// The bits as a `u32`.
+    #[inline]
     pub const fn bits(self) -> u32 {
         self.0
     }
 
     /// Builds a set from raw bits. Bits without a meaning are kept, so that a
     /// value read back from a packet round-trips exactly.
+    #[inline]
     pub const fn from_bits(bits: u32) -> Signals {
         Signals(bits)
     }
 
     /// Whether no bit is set.
+    #[inline]
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
 
     /// Whether every bit of `other` is set in `self`.
+    #[inline]
     pub const fn contains(self, other: Signals) -> bool {
         self.0 & other.0 == other.0
     }
 
     /// Whether any bit of `other` is set in `self`.
+    #[inline]
     pub const fn intersects(self, other: Signals) -> bool {
         self.0 & other.0 != 0
     }

@@ -49,6 +49,7 @@ impl Token {
     ///
     /// Panics if `generation` is zero: generation zero belongs to the
     /// reserved tokens.
+    #[inline]
     pub const fn new(slot: u32, generation: u32) -> Token {
         assert!(generation != 0, "generation 0 is reserved for the reactor's own tokens");
         Token::pack(slot, generation)
@@ -59,6 +60,7 @@ impl Token {
     /// # Panics
     ///
     /// Panics if `n >= Token::RESERVED_COUNT`.
+    #[inline]
     pub const fn reserved(n: u32) -> Token {
         assert!(n < Self::RESERVED_COUNT, "reserved token out of range");
         Token::pack(n, 0)
@@ -69,33 +71,39 @@ impl Token {
     }
 
     /// The slot index.
+    #[inline]
     pub const fn slot(self) -> u32 {
         (self.0 & Self::SLOT_MASK) as u32
     }
 
     /// The generation. Zero for reserved tokens.
+    #[inline]
     pub const fn generation(self) -> u32 {
         (self.0 >> Self::SLOT_BITS) as u32
     }
 
     /// Whether this is one of the reactor's reserved tokens.
+    #[inline]
     pub const fn is_reserved(self) -> bool {
         self.generation() == 0
     }
 
     /// The raw `u64`, as it travels in an io_uring `user_data`.
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
 
     /// Reads a raw `u64` back. Any value is a well-formed token; whether it
     /// names a live slot is for the slab to decide.
+    #[inline]
     pub const fn from_u64(raw: u64) -> Token {
         Token(raw)
     }
 
     /// The generation that follows `generation` for a reused slot: it skips
     /// zero, which is reserved.
+    #[inline]
     pub const fn next_generation(generation: u32) -> u32 {
         match generation.wrapping_add(1) {
             0 => 1,

@@ -1,5 +1,6 @@
-//! `compare`: runs tally, a hand-written mio readiness loop and tokio side
-//! by side on named workloads, and prints tally's throughput ratios.
+//! `compare`: runs tally, a hand-written mio readiness loop, tokio and (on
+//! W3 and W4) monoio side by side on named workloads, and prints tally's
+//! throughput ratios.
 //!
 //! ```text
 //! compare [--quick] [--only W1,W3,mem] [--json PATH] [--plot PATH.svg]
@@ -10,7 +11,7 @@
 //! * `--only`: a comma-separated list of workloads (`W0` … `W6`, and `mem`
 //!   for bytes per registration).
 //! * `--engines`: run only these engines (`tally,tally-reactor,mio,tokio,
-//!   io-uring`), for profiling one side.
+//!   monoio,io-uring`), for profiling one side.
 //! * `--json PATH`: the results in the issue's schema.
 //! * `--plot PATH.svg`: the ratios as a bar chart.
 //!
@@ -144,10 +145,8 @@ fn run(args: &Args) -> std::io::Result<()> {
     }
     let mut workloads = Vec::new();
     let mut allocs: BTreeMap<Engine, Vec<(String, f64)>> = BTreeMap::new();
-    let mut absent = vec![
-        "tally-epoll: the reactor has no epoll backend yet (TALLY_BACKEND=epoll)".to_string(),
-        "monoio: not a dependency of this workspace (not in the allowed set); W3 and W4 have no monoio column".to_string(),
-    ];
+    let mut absent =
+        vec!["tally-epoll: the reactor has no epoll backend yet (TALLY_BACKEND=epoll)".to_string()];
     if !alloc::is_counting() {
         bench.notes.push("the counting allocator is not installed: allocations read 0".into());
     }
