@@ -1,7 +1,7 @@
 //! Benchmarks for tally: Criterion micro-benches of the hot operations
 //! (`benches/`), and the `compare` binary, which runs tally, a hand-written
-//! mio readiness loop and tokio side by side on named workloads and prints
-//! tally's throughput ratios.
+//! mio readiness loop, tokio and (on W3 and W4) monoio side by side on named
+//! workloads and prints tally's throughput ratios.
 //!
 //! This library holds what `compare` is made of:
 //!

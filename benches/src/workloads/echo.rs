@@ -26,6 +26,11 @@
 //!   once, and queue what does not fit (then wait for `WRITABLE`).
 //! * **tokio**: one spawned task per connection doing `read` + `write_all`
 //!   on a `current_thread` runtime.
+//! * **monoio**: the tokio program on a monoio runtime with its io_uring
+//!   driver ([`monoio_runtime`](super::monoio_runtime)): one task per
+//!   connection doing monoio's owned-buffer `read` + `write_all`, with one
+//!   boxed 4 KiB buffer per connection that goes out with each operation
+//!   and comes back with its result.
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
@@ -39,7 +44,7 @@ use mio::{Events, Interest, Poll, Token};
 use tally_reactor::{Op, PacketList, Reactor};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{Config, drain_into, tokio_runtime};
+use super::{Config, drain_into, monoio_runtime, tokio_runtime};
 use crate::alloc;
 use crate::harness::{Case, Engine, Run, Spec};
 use crate::sys;
@@ -64,6 +69,7 @@ pub fn spec(cfg: Config) -> Spec {
             Case::new(Engine::TallyReactor, |n| with_client(n, tally)),
             Case::new(Engine::Mio, |n| with_client(n, mio)),
             Case::new(Engine::Tokio, |n| with_client(n, tokio)),
+            Case::new(Engine::Monoio, |n| with_client(n, monoio)),
         ],
     }
 }
@@ -386,6 +392,46 @@ fn tokio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
             Ok::<(), io::Error>(())
         };
         tokio::time::timeout(DEADLINE, serve).await.map_err(|_| timed_out())?
+    })
+}
+
+fn monoio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
+    use monoio::buf::IoBuf as _;
+    use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
+    let mut rt = monoio_runtime()?;
+    rt.block_on(async {
+        listener.set_nonblocking(true)?;
+        let listener = monoio::net::TcpListener::from_std(listener)?;
+        let serve = async {
+            let mut tasks = Vec::with_capacity(CONNS);
+            for _ in 0..CONNS {
+                let (mut stream, _) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                let steady = steady.clone();
+                tasks.push(monoio::spawn(async move {
+                    let mut buf: Box<[u8]> = vec![0u8; READ_SIZE].into_boxed_slice();
+                    loop {
+                        let (r, back) = stream.read(buf).await;
+                        let k = match r {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => k,
+                        };
+                        let (r, back) = stream.write_all(back.slice(..k)).await;
+                        buf = back.into_inner();
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                    steady.end();
+                }));
+            }
+            steady.begin();
+            for t in tasks {
+                t.await;
+            }
+            Ok::<(), io::Error>(())
+        };
+        monoio::time::timeout(DEADLINE, serve).await.map_err(|_| timed_out())?
     })
 }
 

@@ -7,8 +7,8 @@
 //! | [`nop`] | W0 `nop` | tally, io-uring |
 //! | [`signal_flood`] | W1 `signal_flood` | tally, mio, tokio |
 //! | [`fan_in`] | W2 `fan_in` | tally, mio, tokio |
-//! | [`pingpong`] | W3 `pingpong` | tally (raw reactor), mio, tokio |
-//! | [`echo`] | W4 `echo` | tally (raw reactor), mio, tokio |
+//! | [`pingpong`] | W3 `pingpong` | tally (raw reactor), mio, tokio, monoio |
+//! | [`echo`] | W4 `echo` | tally (raw reactor), mio, tokio, monoio |
 //! | [`churn`] | W5 `churn` | tally, mio, tokio |
 //! | [`timers`] | W6 `timers` | mio, tokio (tally waits for the executor) |
 //! | [`footprint`] | bytes per idle registration | tally, mio, tokio |
@@ -68,6 +68,22 @@ pub fn drain_into(reg: &Registration, out: &mut PacketList) {
 /// The runtime's I/O driver cannot be created.
 pub fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// The monoio runtime W3 and W4 run on: monoio's own io_uring driver
+/// (`IoUringDriver`, default 1024 entries), with its timer enabled as the
+/// tokio runtime has (W4's deadline needs it). A monoio runtime is always
+/// current-thread.
+pub type MonoioRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+
+/// A [`MonoioRuntime`].
+///
+/// # Errors
+///
+/// The io_uring instance cannot be created (an old kernel, or io_uring
+/// disabled by `kernel.io_uring_disabled`).
+pub fn monoio_runtime() -> io::Result<MonoioRuntime> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build()
 }
 
 /// `Poll::poll`, retried when a signal interrupts it (`EINTR`), as every

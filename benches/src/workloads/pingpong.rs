@@ -17,6 +17,11 @@
 //! * **tokio**: a spawned task echoes on one end with `read_exact` +
 //!   `write_all`; the driving task does `write_all` + `read_exact` on the
 //!   other, all on a `current_thread` runtime.
+//! * **monoio**: the same two tasks on a monoio runtime with its io_uring
+//!   driver ([`monoio_runtime`](super::monoio_runtime)), with monoio's
+//!   owned-buffer `read_exact` and `write_all`: each end keeps one boxed
+//!   64-byte buffer that goes out with every operation and comes back with
+//!   its result, so nothing is allocated per message by the program.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,7 +32,7 @@ use mio::{Events, Interest, Poll, Token};
 use tally_reactor::{Op, OpId, PacketList, Reactor, Registration};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{Config, drain_into, tokio_runtime};
+use super::{Config, drain_into, monoio_runtime, tokio_runtime};
 use crate::harness::{Case, Engine, Run, Spec, Window};
 
 /// Bytes per message.
@@ -46,6 +51,7 @@ pub fn spec(cfg: Config) -> Spec {
             Case::new(Engine::TallyReactor, tally),
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
+            Case::new(Engine::Monoio, monoio),
         ],
     }
 }
@@ -227,6 +233,44 @@ fn tokio(n: u64) -> io::Result<Run> {
         let run = window.close(rounds * 2);
         drop(a);
         let _ = echo.await;
+        Ok(run)
+    })
+}
+
+fn monoio(n: u64) -> io::Result<Run> {
+    use monoio::io::{AsyncReadRentExt as _, AsyncWriteRentExt as _};
+    let mut rt = monoio_runtime()?;
+    rt.block_on(async {
+        let (mut a, mut b) = monoio::net::UnixStream::pair()?;
+        let echo = monoio::spawn(async move {
+            let mut buf: Box<[u8]> = vec![0u8; MSG].into_boxed_slice();
+            loop {
+                let (r, back) = b.read_exact(buf).await;
+                if r.is_err() {
+                    break;
+                }
+                let (r, back) = b.write_all(back).await;
+                buf = back;
+                if r.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut msg: Box<[u8]> = vec![0x5au8; MSG].into_boxed_slice();
+        let mut buf: Box<[u8]> = vec![0u8; MSG].into_boxed_slice();
+        let rounds = n / 2;
+        let window = Window::open();
+        for _ in 0..rounds {
+            let (r, back) = a.write_all(msg).await;
+            msg = back;
+            r?;
+            let (r, back) = a.read_exact(buf).await;
+            buf = back;
+            r?;
+        }
+        let run = window.close(rounds * 2);
+        drop(a);
+        echo.await;
         Ok(run)
     })
 }
