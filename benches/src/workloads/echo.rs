@@ -27,7 +27,7 @@
 //! * **tokio**: one spawned task per connection doing `read` + `write_all`
 //!   on a `current_thread` runtime.
 //! * **monoio**: the tokio program on a monoio runtime with its io_uring
-//!   driver ([`monoio_runtime`](super::monoio_runtime)): one task per
+//!   driver ([`monoio_runtime`]): one task per
 //!   connection doing monoio's owned-buffer `read` + `write_all`, with one
 //!   boxed 4 KiB buffer per connection that goes out with each operation
 //!   and comes back with its result.

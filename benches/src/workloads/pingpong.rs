@@ -18,7 +18,7 @@
 //!   `write_all`; the driving task does `write_all` + `read_exact` on the
 //!   other, all on a `current_thread` runtime.
 //! * **monoio**: the same two tasks on a monoio runtime with its io_uring
-//!   driver ([`monoio_runtime`](super::monoio_runtime)), with monoio's
+//!   driver ([`monoio_runtime`]), with monoio's
 //!   owned-buffer `read_exact` and `write_all`: each end keeps one boxed
 //!   64-byte buffer that goes out with every operation and comes back with
 //!   its result, so nothing is allocated per message by the program.
