@@ -125,7 +125,7 @@ fn allocs_per_event(m: &Measured) -> Vec<(Engine, f64)> {
 }
 
 /// Splits the hand-driven reactor runs (`Engine::TallyReactor`) off `m`
-/// into an entry of their own, "<name> reactor-only", where they stand as
+/// into an entry of their own, `"<name> reactor-only"`, where they stand as
 /// `tally` next to the same peer runs.
 fn split_reactor(m: &Measured) -> (Measured, Option<Measured>) {
     let mut main = m.clone();
