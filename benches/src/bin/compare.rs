@@ -20,6 +20,7 @@
 //! the W4 client process, which `compare` starts itself.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -251,12 +252,25 @@ fn run(args: &Args) -> std::io::Result<()> {
     };
     print!("{}", report.table());
     if let Some(path) = &args.json {
-        std::fs::write(path, report.json())?;
+        create_parent(path)?;
+        std::fs::write(path, report.json())
+            .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.plot {
+        create_parent(path)?;
         plot::draw(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Creates the folder an output file goes in, so that `--json out/x.json`
+/// works on a fresh clone.
+fn create_parent(path: &std::path::Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))),
+        _ => Ok(()),
+    }
 }
