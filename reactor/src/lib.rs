@@ -43,6 +43,7 @@
 //! ```
 
 mod buf_ring;
+mod dispatch;
 mod metrics;
 mod op;
 mod reactor;
