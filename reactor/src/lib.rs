@@ -52,6 +52,7 @@ mod remote;
 mod slab;
 mod sys;
 mod syscall;
+mod teardown;
 
 pub use buf_ring::{BufGroup, RecvBuf};
 pub use metrics::Metrics;

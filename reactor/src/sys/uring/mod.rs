@@ -108,17 +108,31 @@ impl Uring {
     /// # Safety
     ///
     /// Every pointer in `entry` must stay valid until its final completion.
-    #[inline]
+    #[inline(always)]
     unsafe fn push(&mut self, entry: squeue::Entry) {
+        // Only the fast path is inlined (into each of `submit`'s arms): an
+        // out-of-line push would take the entry through memory again.
+        // SAFETY: forwarded from this function's contract.
+        if self.backlog.is_empty() && unsafe { self.ring.submission().push(&entry) }.is_ok() {
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { self.push_slow(entry) };
+    }
+
+    /// [`push`](Self::push) when the SQ is full or a backlog waits.
+    ///
+    /// # Safety
+    ///
+    /// As [`push`](Self::push).
+    #[cold]
+    #[inline(never)]
+    unsafe fn push_slow(&mut self, entry: squeue::Entry) {
         if self.backlog.is_empty() {
-            // SAFETY: forwarded from this function's contract.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
             // SQ full: hand what is queued to the kernel, then retry once.
             self.enters += 1;
             let _ = self.ring.submit();
-            // SAFETY: as above.
+            // SAFETY: forwarded from this function's contract.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
@@ -156,7 +170,75 @@ impl Uring {
     /// until the operation's final completion.
     #[inline]
     pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) -> u8 {
-        let entry = build(kind).user_data(token.as_u64());
+        const ACCEPT_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        let ud = token.as_u64();
+        // Each arm queues its own entry, so that it is written out from
+        // constants and registers; one `build` returning the entry made
+        // every arm's fields merge through stack slots first.
+        // SAFETY: every entry points into `kind` (its buffer, address or
+        // timespec), which this function's contract keeps in place.
+        unsafe {
+            match kind {
+                OpKind::Nop => self.queue(opcode::Nop::new().build(), ud),
+                OpKind::Read { fd, buf, offset } => {
+                    let spare = buf.spare_capacity_mut();
+                    let (ptr, len) = (spare.as_mut_ptr().cast(), len32(spare.len()));
+                    self.queue(opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build(), ud)
+                }
+                OpKind::Write { fd, buf, offset } => {
+                    let (ptr, len) = (buf.as_ptr(), len32(buf.len()));
+                    self.queue(opcode::Write::new(Fd(*fd), ptr, len).offset(*offset).build(), ud)
+                }
+                OpKind::Recv { fd, buf, flags } => {
+                    let spare = buf.spare_capacity_mut();
+                    let (ptr, len) = (spare.as_mut_ptr().cast(), len32(spare.len()));
+                    self.queue(opcode::Recv::new(Fd(*fd), ptr, len).flags(*flags).build(), ud)
+                }
+                OpKind::Send { fd, buf, flags } => {
+                    let (ptr, len) = (buf.as_ptr(), len32(buf.len()));
+                    self.queue(opcode::Send::new(Fd(*fd), ptr, len).flags(*flags).build(), ud)
+                }
+                OpKind::Accept { fd, multishot: false } => {
+                    let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
+                    let accept = opcode::Accept::new(Fd(*fd), addr, len);
+                    self.queue(accept.flags(ACCEPT_FLAGS).build(), ud)
+                }
+                OpKind::Accept { fd, multishot: true } => {
+                    self.queue(opcode::AcceptMulti::new(Fd(*fd)).flags(ACCEPT_FLAGS).build(), ud)
+                }
+                OpKind::Connect { fd, addr } => {
+                    let ptr = (&addr.storage as *const libc::sockaddr_storage).cast();
+                    self.queue(opcode::Connect::new(Fd(*fd), ptr, addr.len).build(), ud)
+                }
+                OpKind::Close { fd } => {
+                    let fd = Fd(fd.as_ref().map_or(-1, AsRawFd::as_raw_fd));
+                    self.queue(opcode::Close::new(fd).build(), ud)
+                }
+                OpKind::Shutdown { fd, how } => {
+                    self.queue(opcode::Shutdown::new(Fd(*fd), *how).build(), ud)
+                }
+                OpKind::Timeout { ts } => {
+                    self.queue(opcode::Timeout::new(&**ts as *const Timespec).build(), ud)
+                }
+                OpKind::Poll { fd, interest, multishot } => {
+                    let poll = opcode::PollAdd::new(Fd(*fd), poll_mask(*interest));
+                    self.queue(poll.multi(*multishot).build(), ud)
+                }
+                OpKind::RecvMulti { fd, group } => {
+                    self.queue(opcode::RecvMulti::new(Fd(*fd), group.0).build(), ud)
+                }
+            }
+        }
+    }
+
+    /// Tags `entry` with `user_data`, queues it, and returns its opcode.
+    ///
+    /// # Safety
+    ///
+    /// As [`push`](Self::push).
+    #[inline(always)]
+    unsafe fn queue(&mut self, entry: squeue::Entry, user_data: u64) -> u8 {
+        let entry = entry.user_data(user_data);
         let opcode = entry.get_opcode() as u8;
         // SAFETY: forwarded from this function's contract.
         unsafe { self.push(entry) };
@@ -318,53 +400,4 @@ pub(crate) fn poll_signals(revents: u32) -> Signals {
 
 fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
-}
-
-#[inline]
-fn build(kind: &mut OpKind) -> squeue::Entry {
-    const ACCEPT_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
-    match kind {
-        OpKind::Nop => opcode::Nop::new().build(),
-        OpKind::Read { fd, buf, offset } => {
-            let spare = buf.spare_capacity_mut();
-            opcode::Read::new(Fd(*fd), spare.as_mut_ptr().cast(), len32(spare.len()))
-                .offset(*offset)
-                .build()
-        }
-        OpKind::Write { fd, buf, offset } => {
-            opcode::Write::new(Fd(*fd), buf.as_ptr(), len32(buf.len())).offset(*offset).build()
-        }
-        OpKind::Recv { fd, buf, flags } => {
-            let spare = buf.spare_capacity_mut();
-            opcode::Recv::new(Fd(*fd), spare.as_mut_ptr().cast(), len32(spare.len()))
-                .flags(*flags)
-                .build()
-        }
-        OpKind::Send { fd, buf, flags } => {
-            opcode::Send::new(Fd(*fd), buf.as_ptr(), len32(buf.len())).flags(*flags).build()
-        }
-        OpKind::Accept { fd, multishot: false } => {
-            opcode::Accept::new(Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
-                .flags(ACCEPT_FLAGS)
-                .build()
-        }
-        OpKind::Accept { fd, multishot: true } => {
-            opcode::AcceptMulti::new(Fd(*fd)).flags(ACCEPT_FLAGS).build()
-        }
-        OpKind::Connect { fd, addr } => opcode::Connect::new(
-            Fd(*fd),
-            (&addr.storage as *const libc::sockaddr_storage).cast(),
-            addr.len,
-        )
-        .build(),
-        OpKind::Close { fd } => {
-            opcode::Close::new(Fd(fd.as_ref().map_or(-1, AsRawFd::as_raw_fd))).build()
-        }
-        OpKind::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
-        OpKind::Timeout { ts } => opcode::Timeout::new(&**ts as *const Timespec).build(),
-        OpKind::Poll { fd, interest, multishot } => {
-            opcode::PollAdd::new(Fd(*fd), poll_mask(*interest)).multi(*multishot).build()
-        }
-        OpKind::RecvMulti { fd, group } => opcode::RecvMulti::new(Fd(*fd), group.0).build(),
-    }
 }
