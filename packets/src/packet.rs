@@ -157,6 +157,13 @@ pub struct SignalPacket {
 /// When `opcode` is an accept and `result >= 0`, `result` is a new fd that
 /// the receiver owns and must close. When [`CompletionPacket::buffer_id`] is
 /// `Some`, the packet names a provided buffer that the receiver must give back.
+///
+/// A buffer id is reused: once given back, the kernel fills the buffer again
+/// and a later completion names the same id. Each delivery of a buffer gets
+/// a new [generation](CompletionPacket::buffer_generation), and the reactor
+/// lends the buffer only against the packet of its current delivery, so a
+/// stale copy of an older packet (packets are `Copy`) cannot claim a later
+/// delivery's data.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct CompletionPacket {
     /// Bytes transferred, a new fd, or a negated errno.
@@ -164,6 +171,7 @@ pub struct CompletionPacket {
     /// The CQE flags (`IORING_CQE_F_*`).
     pub flags: u32,
     op: SplitU64,
+    buf_generation: u32,
     /// The io_uring opcode of the operation, so that the owner of a packet can
     /// tell which completions carry resources.
     pub opcode: u8,
@@ -178,10 +186,35 @@ impl CompletionPacket {
     pub const F_MORE: u32 = 1 << 1;
     const BUFFER_SHIFT: u32 = 16;
 
-    /// A completion for operation `op`.
+    /// A completion for operation `op`, with buffer generation 0 (which
+    /// names no delivery; see [`with_buffer_generation`](Self::with_buffer_generation)).
     #[inline]
     pub const fn new(op: Token, opcode: u8, result: i32, flags: u32, buf_group: u16) -> Self {
-        CompletionPacket { result, flags, op: SplitU64::new(op.as_u64()), opcode, buf_group }
+        CompletionPacket {
+            result,
+            flags,
+            op: SplitU64::new(op.as_u64()),
+            buf_generation: 0,
+            opcode,
+            buf_group,
+        }
+    }
+
+    /// This completion, naming delivery `generation` of its buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tally_packets::{CompletionPacket, Token};
+    ///
+    /// let flags = (7 << 16) | CompletionPacket::F_BUFFER;
+    /// let c = CompletionPacket::new(Token::new(1, 1), 0, 64, flags, 0).with_buffer_generation(3);
+    /// assert_eq!((c.buffer_id(), c.buffer_generation()), (Some(7), 3));
+    /// ```
+    #[inline]
+    pub const fn with_buffer_generation(mut self, generation: u32) -> Self {
+        self.buf_generation = generation;
+        self
     }
 
     /// The token of the operation that completed.
@@ -198,6 +231,14 @@ impl CompletionPacket {
         } else {
             None
         }
+    }
+
+    /// Which delivery of its buffer this completion reports: the reactor
+    /// counts the deliveries of each buffer id from 1, so that an older
+    /// packet naming the same id is told apart. 0 names no delivery.
+    #[inline]
+    pub const fn buffer_generation(&self) -> u32 {
+        self.buf_generation
     }
 
     /// Whether the operation will post more completions.
@@ -261,6 +302,20 @@ mod tests {
         let e = Packet::completion(Token::new(1, 1), CompletionPacket::new(op, 9, -9, 0, 0));
         assert_eq!(e.status(), -9);
         assert_eq!(e.as_completion().unwrap().buffer_id(), None);
+    }
+
+    #[test]
+    fn buffer_generation_round_trips_and_tells_deliveries_apart() {
+        let op = Token::new(3, 4);
+        let flags = (9 << 16) | CompletionPacket::F_BUFFER;
+        let old = CompletionPacket::new(op, 9, 64, flags, 1);
+        assert_eq!(old.buffer_generation(), 0);
+        let old = old.with_buffer_generation(1);
+        let new = old.with_buffer_generation(u32::MAX);
+        assert_eq!((new.buffer_id(), new.buffer_generation()), (Some(9), u32::MAX));
+        assert_ne!(old, new, "two deliveries of one buffer are different packets");
+        let p = Packet::completion(Token::new(1, 1), new);
+        assert_eq!(p.as_completion(), Some(new));
     }
 
     #[test]

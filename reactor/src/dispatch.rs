@@ -326,12 +326,9 @@ impl Core {
         } else {
             // A plain one-shot op (nop, read, send, ...): one packet, and
             // it is over.
-            if cqe.flags & CompletionPacket::F_BUFFER != 0 {
-                if let Some(ring) = self.driver.buf_ring(0) {
-                    ring.taken((cqe.flags >> 16) as u16);
-                }
-            }
-            let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, 0);
+            let generation = take_buffer(&mut self.driver, 0, cqe.flags);
+            let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, 0)
+                .with_buffer_generation(generation);
             if reg.enqueue(Packet::completion(reg_token, c)) {
                 // Overflow: kept (nothing is lost).
                 self.counters.queue_overflows += 1;
@@ -386,6 +383,16 @@ impl Core {
     }
 }
 
+/// Marks the provided buffer a fresh completion names (if it names one) as
+/// delivered, and returns the generation of that delivery for its packet.
+#[inline]
+fn take_buffer(driver: &mut Driver, group: u16, flags: u32) -> u32 {
+    if flags & CompletionPacket::F_BUFFER == 0 {
+        return 0;
+    }
+    driver.buf_ring(group).map_or(0, |ring| ring.taken((flags >> 16) as u16))
+}
+
 /// What a delivered completion means for its op.
 enum End {
     /// More completions follow (`F_MORE`).
@@ -434,11 +441,7 @@ fn watched(
         OpKind::RecvMulti { group, .. } => group.0,
         _ => 0,
     };
-    if cqe.flags & CompletionPacket::F_BUFFER != 0 {
-        if let Some(ring) = driver.buf_ring(group) {
-            ring.taken((cqe.flags >> 16) as u16);
-        }
-    }
+    let generation = take_buffer(driver, group, cqe.flags);
     // The end of one arming of a multishot op (no F_MORE) that is not the
     // end of the op itself: we stopped it for back pressure, or the kernel
     // ran out of provided buffers. Pause it and deliver nothing; it re-arms
@@ -452,7 +455,8 @@ fn watched(
     }
     let reg_token = op.reg;
     if deliver {
-        let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, group);
+        let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, group)
+            .with_buffer_generation(generation);
         if reg.enqueue(Packet::completion(reg_token, c)) {
             // Overflow: kept (nothing is lost), and back pressure.
             counters.queue_overflows += 1;

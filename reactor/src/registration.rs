@@ -108,7 +108,11 @@ impl Registration {
     }
 
     /// The provided buffer a completion packet names, lent until dropped.
-    /// `None` if the packet names no buffer or it was already claimed.
+    /// `None` if the packet names no buffer, if it was already claimed, or
+    /// if the packet is a stale copy: the buffer went back to the kernel
+    /// and was delivered again since, to a later packet that names the same
+    /// buffer id with a newer
+    /// [`buffer_generation`](CompletionPacket::buffer_generation).
     pub fn buffer(&self, completion: &CompletionPacket) -> Option<RecvBuf> {
         let bid = completion.buffer_id()?;
         let len = usize::try_from(completion.result).ok()?;
@@ -116,7 +120,7 @@ impl Registration {
         let ring = core.driver.buf_ring(completion.buf_group)?;
         let ptr = ring.buf_ptr(bid)?;
         let len = len.min(ring.buf_size as usize);
-        if !ring.claim(bid) {
+        if !ring.claim(bid, completion.buffer_generation()) {
             return None;
         }
         drop(core);
@@ -124,7 +128,8 @@ impl Registration {
     }
 
     /// Hands the provided buffer a completion names back to the kernel
-    /// without reading it.
+    /// without reading it. Does nothing for a packet that
+    /// [`buffer`](Self::buffer) would refuse.
     pub fn release_buffer(&self, completion: &CompletionPacket) {
         if let Some(buf) = self.buffer(completion) {
             drop(buf);

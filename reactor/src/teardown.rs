@@ -177,7 +177,8 @@ impl Core {
 fn reclaim_packet(driver: &mut Driver, packet: &Packet) -> bool {
     let PacketKind::Completion(c) = packet.kind() else { return false };
     let cqe = Cqe { user_data: 0, result: c.result, flags: c.flags };
-    reclaim_group(driver, c.opcode == IORING_OP_ACCEPT, cqe, c.buf_group, Fresh::Queued);
+    let fresh = Fresh::Queued { generation: c.buffer_generation() };
+    reclaim_group(driver, c.opcode == IORING_OP_ACCEPT, cqe, c.buf_group, fresh);
     true
 }
 
@@ -193,13 +194,14 @@ pub(crate) fn reclaim(driver: &mut Driver, kind: &OpKind, cqe: Cqe) {
 
 /// Where the completion being reclaimed comes from, which decides what our
 /// buffer-ring bookkeeping already knows about the buffer it names.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Fresh {
     /// Straight from the CQ: the ring still counts the buffer as the
     /// kernel's, so it is first marked taken, then handed back.
     FromKernel,
-    /// A packet that was queued: dispatch already marked it taken.
-    Queued,
+    /// A packet that was queued: dispatch already marked it taken, and
+    /// `generation` is the delivery it reports.
+    Queued { generation: u32 },
 }
 
 fn reclaim_group(driver: &mut Driver, yields_fd: bool, cqe: Cqe, group: u16, fresh: Fresh) {
@@ -209,10 +211,13 @@ fn reclaim_group(driver: &mut Driver, yields_fd: bool, cqe: Cqe, group: u16, fre
     if cqe.flags & CompletionPacket::F_BUFFER != 0 {
         let bid = (cqe.flags >> 16) as u16;
         if let Some(ring) = driver.buf_ring(group) {
-            if fresh == Fresh::FromKernel {
-                ring.taken(bid);
+            match fresh {
+                Fresh::FromKernel => {
+                    ring.taken(bid);
+                    ring.recycle(bid);
+                }
+                Fresh::Queued { generation } => ring.recycle_delivered(bid, generation),
             }
-            ring.recycle(bid);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Multishot recv with a provided buffer ring: every byte arrives in order,
-//! buffers are recycled, and the kernel running out of buffers pauses the
-//! receive until they come back.
+//! buffers are recycled, the kernel running out of buffers pauses the
+//! receive until they come back, and a stale packet copy never claims a
+//! buffer delivered again since.
 
 mod util;
 
@@ -10,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
-use tally_reactor::{Op, Reactor, RecvBuf};
+use tally_reactor::{CompletionPacket, Op, Reactor, RecvBuf};
 use util::{Deadline, TICK, completions, pattern};
 
 const TOTAL: u64 = 10 * 1024 * 1024;
@@ -182,4 +183,61 @@ fn buffers_of_a_cancelled_recv_return_to_the_ring() {
         assert_eq!(&*new.buffer(&c).unwrap(), b"still there");
     }
     println!("cancelled recv: {:?}", reactor.metrics());
+}
+
+/// Writes `data` and turns until a completion with data arrives; returns it.
+fn next_data(
+    reactor: &Reactor,
+    reg: &tally_reactor::Registration,
+    tx: &mut UnixStream,
+    data: &[u8],
+) -> CompletionPacket {
+    tx.write_all(data).unwrap();
+    let got = util::gather_until(reactor, reg, "a recv completion with data", |p| {
+        completions(p).iter().any(|c| c.result > 0)
+    });
+    let data: Vec<_> = completions(&got).into_iter().filter(|c| c.result > 0).collect();
+    assert_eq!(data.len(), 1, "one write, one chunk: {got:?}");
+    data[0]
+}
+
+/// Packets are `Copy` and buffer ids are reused. A copy of an old packet,
+/// kept after its buffer went back to the kernel, must neither claim nor
+/// give back the buffer when a later completion delivers it again with
+/// someone else's data; the later packet itself still claims it.
+#[test]
+fn a_stale_packet_copy_cannot_claim_a_later_delivery_of_its_buffer() {
+    let reactor = Reactor::new().unwrap();
+    require!(reactor, multishot_recv);
+    require!(reactor, buf_ring);
+    // One buffer, so that every delivery reuses buffer id 0.
+    let group = reactor.buf_ring(1, 64).unwrap();
+    let (rx, mut tx) = UnixStream::pair().unwrap();
+    let reg = reactor.register();
+    reg.submit(Op::recv_multi(rx.as_raw_fd(), group)).unwrap();
+
+    let first = next_data(&reactor, &reg, &mut tx, b"first delivery");
+    let stale = first;
+    let buf = reg.buffer(&first).expect("the first delivery claims its buffer");
+    assert_eq!(&*buf, b"first delivery");
+    assert!(reg.buffer(&stale).is_none(), "claimed twice");
+    drop(buf);
+    assert!(reg.buffer(&stale).is_none(), "given back, yet claimed again");
+
+    let second = next_data(&reactor, &reg, &mut tx, b"second delivery");
+    assert_eq!(second.buffer_id(), stale.buffer_id(), "one buffer: its id is reused");
+    assert!(second.buffer_generation() > stale.buffer_generation(), "{second:?} vs {stale:?}");
+    assert!(reg.buffer(&stale).is_none(), "a stale copy claimed a later delivery");
+    // Nor may the stale copy hand the later delivery back to the kernel.
+    reg.release_buffer(&stale);
+    let buf = reg.buffer(&second).expect("the fresh packet claims its buffer");
+    assert_eq!(&*buf, b"second delivery");
+    assert!(reg.buffer(&stale).is_none() && reg.buffer(&second).is_none());
+    drop(buf);
+
+    // And the ring keeps working: a third delivery of the same buffer.
+    let third = next_data(&reactor, &reg, &mut tx, b"third");
+    assert_eq!(third.buffer_id(), stale.buffer_id());
+    assert!(reg.buffer(&second).is_none(), "a stale copy claimed a later delivery");
+    assert_eq!(&*reg.buffer(&third).unwrap(), b"third");
 }

@@ -5,6 +5,11 @@
 //! reads; the buffers are one heap allocation. A buffer id is owned by exactly
 //! one party at a time: the kernel while it sits in the ring, the consumer
 //! from the completion that names it until it is recycled.
+//!
+//! Ids are reused, so each delivery of a buffer gets a generation, and the
+//! buffer is lent only against the completion packet that carries the
+//! current one: a stale copy of an older packet for the same id (packets are
+//! `Copy`) cannot claim, or give back, a later delivery.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -27,6 +32,9 @@ pub(crate) struct BufRing {
     pub(crate) available: u32,
     /// Who holds each buffer: [`KERNEL`], [`DELIVERED`] or [`CLAIMED`].
     owner: Vec<u8>,
+    /// Each buffer's current delivery, bumped by [`BufRing::taken`]; 0
+    /// until its first, and never 0 after.
+    generation: Vec<u32>,
 }
 
 /// In the ring, for the kernel to fill.
@@ -89,6 +97,7 @@ impl BufRing {
             buf_size,
             available: 0,
             owner: vec![KERNEL; entries as usize],
+            generation: vec![0; entries as usize],
         };
         for bid in 0..entries {
             ring.push(bid);
@@ -123,23 +132,46 @@ impl BufRing {
         }
     }
 
-    /// A completion named buffer `bid`: the kernel is done with it.
-    pub(crate) fn taken(&mut self, bid: u16) {
-        if let Some(o) = self.owner.get_mut(bid as usize) {
-            *o = DELIVERED;
-            self.available = self.available.saturating_sub(1);
-        }
+    /// A completion named buffer `bid`: the kernel is done with it. Returns
+    /// the generation of this delivery, which the packet carries (0 for an
+    /// id outside the ring).
+    pub(crate) fn taken(&mut self, bid: u16) -> u32 {
+        let (Some(o), Some(g)) =
+            (self.owner.get_mut(bid as usize), self.generation.get_mut(bid as usize))
+        else {
+            return 0;
+        };
+        *o = DELIVERED;
+        // Skips 0, which names no delivery, when it wraps.
+        *g = g.wrapping_add(1).max(1);
+        self.available = self.available.saturating_sub(1);
+        *g
     }
 
-    /// Lends buffer `bid` to one guard. False if it is not delivered, or
-    /// already claimed.
-    pub(crate) fn claim(&mut self, bid: u16) -> bool {
-        match self.owner.get_mut(bid as usize) {
-            Some(o) if *o == DELIVERED => {
-                *o = CLAIMED;
-                true
-            }
-            _ => false,
+    /// Whether buffer `bid` is delivered, unclaimed, and `generation` is
+    /// its current delivery.
+    fn is_delivered(&self, bid: u16, generation: u32) -> bool {
+        self.owner.get(bid as usize) == Some(&DELIVERED)
+            && self.generation.get(bid as usize) == Some(&generation)
+    }
+
+    /// Lends delivery `generation` of buffer `bid` to one guard. False if
+    /// the buffer is not delivered, already claimed, or delivered again
+    /// since (a stale packet).
+    pub(crate) fn claim(&mut self, bid: u16, generation: u32) -> bool {
+        if !self.is_delivered(bid, generation) {
+            return false;
+        }
+        self.owner[bid as usize] = CLAIMED;
+        true
+    }
+
+    /// Hands delivery `generation` of buffer `bid`, never claimed, back to
+    /// the kernel: what an undelivered packet's buffer comes to. Nothing
+    /// happens if that delivery is no longer the current one.
+    pub(crate) fn recycle_delivered(&mut self, bid: u16, generation: u32) {
+        if self.is_delivered(bid, generation) {
+            self.recycle(bid);
         }
     }
 
