@@ -137,34 +137,94 @@ impl Input<'_> {
     }
 }
 
-/// A counted signal as plain data.
+/// A counted signal as plain data: the reference model, also used by
+/// `packets/tests/proptest_model.rs`.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-struct WordModel {
-    bits: u32,
-    count: u32,
+pub struct WordModel {
+    /// The signal bits.
+    pub bits: u32,
+    /// The count, added with `saturating_add`.
+    pub count: u32,
 }
 
 impl WordModel {
-    fn is_empty(self) -> bool {
+    /// Whether nothing was raised since the last take.
+    pub fn is_empty(self) -> bool {
         self.bits == 0 && self.count == 0
     }
 
-    /// Returns whether the raise moved the word from empty to non-empty.
-    fn raise(&mut self, bits: Signals, n: u32) -> bool {
+    /// Folds a raise in; returns whether it moved the word from empty to
+    /// non-empty (the one raise that owes a wake-up).
+    pub fn raise(&mut self, bits: Signals, n: u32) -> bool {
         let was_empty = self.is_empty();
         self.bits |= bits.bits();
         self.count = self.count.saturating_add(n);
         was_empty && !self.is_empty()
     }
 
-    fn take(&mut self) -> (Signals, Count) {
+    /// Empties the word and returns what it held.
+    pub fn take(&mut self) -> (Signals, Count) {
         let WordModel { bits, count } = std::mem::take(self);
         (Signals::from_bits(bits), Count::new(count))
     }
 
-    fn pair(self) -> (Signals, Count) {
+    /// What the word holds.
+    pub fn pair(self) -> (Signals, Count) {
         (Signals::from_bits(self.bits), Count::new(self.count))
     }
+}
+
+/// A packet queue as a plain `Vec` with the documented fold rule: the
+/// reference model, also used by `packets/tests/proptest_model.rs`.
+#[derive(Debug)]
+pub struct QueueModel {
+    /// How many packets it holds at most.
+    pub cap: usize,
+    /// The queued packets, oldest first.
+    pub items: Vec<Packet>,
+}
+
+impl QueueModel {
+    /// An empty queue of `cap` packets.
+    pub fn new(cap: usize) -> QueueModel {
+        QueueModel { cap, items: Vec::new() }
+    }
+
+    /// Where a signal packet for `key` folds when the queue is full: the
+    /// newest queued signal packet of the same key.
+    pub fn fold_target(&self, key: Token) -> Option<usize> {
+        self.items.iter().rposition(|p| p.key() == key && is_signal(p))
+    }
+
+    /// Below the cap, appends. At the cap, folds a signal packet into its
+    /// fold target (trigger and observed ORed, counts added with saturation,
+    /// the queued packet's key and status kept) and hands anything else back.
+    pub fn push(&mut self, packet: Packet) -> Result<Pushed, Packet> {
+        if self.items.len() < self.cap {
+            self.items.push(packet);
+            return Ok(Pushed::Queued);
+        }
+        let PacketKind::Signal(new) = packet.kind() else { return Err(packet) };
+        let Some(index) = self.fold_target(packet.key()) else { return Err(packet) };
+        let queued = self.items[index];
+        let old = queued.as_signal().expect("the target is a signal packet");
+        let folded = SignalPacket {
+            trigger: Signals::from_bits(old.trigger.bits() | new.trigger.bits()),
+            observed: Signals::from_bits(old.observed.bits() | new.observed.bits()),
+            count: Count::new(old.count.get().saturating_add(new.count.get())),
+        };
+        self.items[index] = Packet::new(queued.key(), queued.status(), PacketKind::Signal(folded));
+        Ok(Pushed::Folded)
+    }
+
+    /// Takes every queued packet, oldest first.
+    pub fn drain(&mut self) -> Vec<Packet> {
+        std::mem::take(&mut self.items)
+    }
+}
+
+fn is_signal(p: &Packet) -> bool {
+    matches!(p.kind(), PacketKind::Signal(_))
 }
 
 /// The real types and their models, side by side.
@@ -172,8 +232,7 @@ struct Harness {
     words: [CountedSignal; 3],
     word_models: [WordModel; 3],
     queue: PacketQueue,
-    cap: usize,
-    items: Vec<Packet>,
+    model: QueueModel,
     /// Reused across drains, as the reactor reuses its list.
     list: PacketList,
     cov: Coverage,
@@ -185,8 +244,7 @@ impl Harness {
             words: [CountedSignal::new(), CountedSignal::new(), CountedSignal::new()],
             word_models: [WordModel::default(); 3],
             queue: PacketQueue::with_cap(cap),
-            cap,
-            items: Vec::new(),
+            model: QueueModel::new(cap),
             list: PacketList::new(),
             cov: Coverage::default(),
         }
@@ -274,43 +332,32 @@ impl Harness {
         got.err()
     }
 
+    /// Pushes into the model, counting which branch the push took.
     fn model_push(&mut self, packet: Packet) -> Result<Pushed, Packet> {
-        if self.items.len() < self.cap {
-            self.items.push(packet);
-            self.cov.queued += 1;
-            return Ok(Pushed::Queued);
+        let newest_signal = self.model.items.iter().rposition(is_signal);
+        let target = self.model.fold_target(packet.key());
+        let result = self.model.push(packet);
+        match result {
+            Ok(Pushed::Queued) => self.cov.queued += 1,
+            Ok(Pushed::Folded) => {
+                let index = target.expect("a fold has a target");
+                self.cov.folds += 1;
+                if newest_signal != Some(index) {
+                    self.cov.folds_past_other_keys += 1;
+                }
+                let folded = self.model.items[index].as_signal().expect("folded into a signal");
+                if folded.count.is_unbounded() {
+                    self.cov.saturated_folds += 1;
+                }
+            }
+            Err(_) if is_signal(&packet) => self.cov.refused_signals += 1,
+            Err(_) => self.cov.refused_others += 1,
         }
-        let PacketKind::Signal(new) = packet.kind() else {
-            self.cov.refused_others += 1;
-            return Err(packet);
-        };
-        let is_signal = |p: &Packet| matches!(p.kind(), PacketKind::Signal(_));
-        let newest_signal = self.items.iter().rposition(is_signal);
-        let target = self.items.iter().rposition(|p| p.key() == packet.key() && is_signal(p));
-        let Some(index) = target else {
-            self.cov.refused_signals += 1;
-            return Err(packet);
-        };
-        let queued = self.items[index];
-        let old = queued.as_signal().expect("the target is a signal packet");
-        let folded = SignalPacket {
-            trigger: Signals::from_bits(old.trigger.bits() | new.trigger.bits()),
-            observed: Signals::from_bits(old.observed.bits() | new.observed.bits()),
-            count: Count::new(old.count.get().saturating_add(new.count.get())),
-        };
-        self.items[index] = Packet::new(queued.key(), queued.status(), PacketKind::Signal(folded));
-        self.cov.folds += 1;
-        if newest_signal != Some(index) {
-            self.cov.folds_past_other_keys += 1;
-        }
-        if folded.count.is_unbounded() {
-            self.cov.saturated_folds += 1;
-        }
-        Ok(Pushed::Folded)
+        result
     }
 
     fn drain(&mut self, fresh: bool) {
-        let want = std::mem::take(&mut self.items);
+        let want = self.model.drain();
         if !want.is_empty() {
             self.cov.drains += 1;
         }
@@ -330,10 +377,11 @@ impl Harness {
     /// Compares every observable of the real types with the model.
     fn check(&self) {
         let queued: Vec<Packet> = self.queue.iter().copied().collect();
-        assert_eq!(queued, self.items, "queued packets");
-        assert_eq!(self.queue.len(), self.items.len(), "len");
-        assert_eq!(self.queue.is_empty(), self.items.is_empty(), "is_empty");
-        assert_eq!(self.queue.is_full(), self.items.len() >= self.cap, "is_full");
+        let model = &self.model;
+        assert_eq!(queued, model.items, "queued packets");
+        assert_eq!(self.queue.len(), model.items.len(), "len");
+        assert_eq!(self.queue.is_empty(), model.items.is_empty(), "is_empty");
+        assert_eq!(self.queue.is_full(), model.items.len() >= model.cap, "is_full");
         assert!(self.queue.len() <= self.queue.cap(), "the queue grew past its cap");
         for (k, (word, model)) in self.words.iter().zip(&self.word_models).enumerate() {
             assert_eq!(word.peek(), model.pair(), "word {k}");

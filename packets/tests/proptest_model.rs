@@ -15,7 +15,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use tally_packets::{
     CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, PacketQueue,
-    ProcessSignalPacket, Pushed, Raised, SignalPacket, Signals, TimerPacket, Token,
+    ProcessSignalPacket, Raised, SignalPacket, Signals, TimerPacket, Token,
 };
 
 const CASES: u32 = 256;
@@ -24,80 +24,13 @@ const CASES: u32 = 256;
 /// generations, and one is reserved, so the fold must match the whole key.
 const KEYS: [Token; 4] = [Token::new(0, 1), Token::new(1, 1), Token::new(0, 2), Token::reserved(1)];
 
-// ---------------------------------------------------------------------------
-// Reference models
-// ---------------------------------------------------------------------------
+// The reference models (`WordModel`, `QueueModel`) are the fuzz target's,
+// shared so that the fold rule is written down once.
+#[path = "../../fuzz/src/packets_model.rs"]
+#[allow(dead_code)]
+mod packets_model;
 
-/// A counted signal as plain data.
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-struct WordModel {
-    bits: u32,
-    count: u32,
-}
-
-impl WordModel {
-    fn is_empty(self) -> bool {
-        self.bits == 0 && self.count == 0
-    }
-
-    /// Folds a raise in; returns whether it moved the word from empty to
-    /// non-empty (the one raise that owes a wake-up).
-    fn raise(&mut self, bits: u32, n: u32) -> bool {
-        let was_empty = self.is_empty();
-        self.bits |= bits;
-        self.count = self.count.saturating_add(n);
-        was_empty && !self.is_empty()
-    }
-
-    fn take(&mut self) -> (Signals, Count) {
-        let WordModel { bits, count } = std::mem::take(self);
-        (Signals::from_bits(bits), Count::new(count))
-    }
-
-    fn as_pair(self) -> (Signals, Count) {
-        (Signals::from_bits(self.bits), Count::new(self.count))
-    }
-}
-
-/// A packet queue as a plain `Vec`.
-#[derive(Debug)]
-struct QueueModel {
-    cap: usize,
-    items: Vec<Packet>,
-}
-
-impl QueueModel {
-    fn new(cap: usize) -> Self {
-        QueueModel { cap, items: Vec::new() }
-    }
-
-    fn push(&mut self, packet: Packet) -> Result<Pushed, Packet> {
-        if self.items.len() < self.cap {
-            self.items.push(packet);
-            return Ok(Pushed::Queued);
-        }
-        let PacketKind::Signal(new) = packet.kind() else { return Err(packet) };
-        let target = self
-            .items
-            .iter_mut()
-            .rev()
-            .find(|q| q.key() == packet.key() && matches!(q.kind(), PacketKind::Signal(_)));
-        let Some(target) = target else { return Err(packet) };
-        let old = target.as_signal().expect("the target is a signal packet");
-        let folded = SignalPacket {
-            trigger: Signals::from_bits(old.trigger.bits() | new.trigger.bits()),
-            observed: Signals::from_bits(old.observed.bits() | new.observed.bits()),
-            count: Count::new(old.count.get().saturating_add(new.count.get())),
-        };
-        // The queued packet keeps its key and status; only the payload folds.
-        *target = Packet::new(target.key(), target.status(), PacketKind::Signal(folded));
-        Ok(Pushed::Folded)
-    }
-
-    fn drain(&mut self) -> Vec<Packet> {
-        std::mem::take(&mut self.items)
-    }
-}
+use packets_model::{QueueModel, WordModel};
 
 // ---------------------------------------------------------------------------
 // Strategies
@@ -250,12 +183,12 @@ proptest! {
             match op {
                 WordOp::Raise(b, n) => {
                     let raised = word.raise(Signals::from_bits(b), n);
-                    let woke = model.raise(b, n);
+                    let woke = model.raise(Signals::from_bits(b), n);
                     prop_assert_eq!(raised == Raised::Woke, woke, "raise({:#x}, {})", b, n);
                 }
                 WordOp::Take => prop_assert_eq!(word.take(), model.take()),
             }
-            prop_assert_eq!(word.peek(), model.as_pair());
+            prop_assert_eq!(word.peek(), model.pair());
             prop_assert_eq!(word.peek().1.is_unbounded(), model.count == u32::MAX);
         }
         prop_assert_eq!(word.take(), model.take());
@@ -266,10 +199,10 @@ proptest! {
     #[test]
     fn fold_matches_model(b0 in bits(), n0 in count(), b1 in bits(), n1 in count()) {
         let mut model = WordModel { bits: b0, count: n0 };
-        model.raise(b1, n1);
+        model.raise(Signals::from_bits(b1), n1);
         let word = CountedSignal::pack(Signals::from_bits(b0), Count::new(n0));
         let folded = CountedSignal::fold(word, Signals::from_bits(b1), n1);
-        prop_assert_eq!(CountedSignal::unpack(folded), model.as_pair());
+        prop_assert_eq!(CountedSignal::unpack(folded), model.pair());
     }
 
     /// Push, `drain_into` and `take` agree with the `Vec` model at every step,
