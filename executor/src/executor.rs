@@ -287,7 +287,8 @@ impl Executor {
     }
 
     /// One crank. `main_ready` says whether `block_on`'s future was woken.
-    fn crank(&self, main_ready: &dyn Fn() -> bool, may_block: bool) {
+    /// Returns how many completions the reactor reaped.
+    fn crank(&self, main_ready: &dyn Fn() -> bool, may_block: bool) -> usize {
         self.run_ready();
         self.fire_timers();
         let busy = !self.run_queue.borrow().is_empty() || main_ready();
@@ -299,15 +300,20 @@ impl Executor {
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()))
         };
-        match self.reactor.turn(timeout) {
-            Ok(_) => self.failures.set(0),
+        let reaped = match self.reactor.turn(timeout) {
+            Ok(reaped) => {
+                self.failures.set(0);
+                reaped
+            }
             Err(e) => {
                 let n = self.failures.get() + 1;
                 self.failures.set(n);
                 assert!(n < 16, "tally: the reactor failed {n} turns in a row: {e}");
+                0
             }
-        }
+        };
         self.drain_remote();
+        reaped
     }
 
     /// The buffer group stream reads receive into: 1024 buffers of 4 KiB
@@ -373,9 +379,7 @@ impl Executor {
                     return Poll::Ready(out);
                 }
             }
-            let before = this.reactor.metrics().completions;
-            this.crank(&main_ready, false);
-            let progressed = this.reactor.metrics().completions != before;
+            let progressed = this.crank(&main_ready, false) > 0;
             if !progressed && !this.has_runnable() && !main_ready() {
                 return Poll::Pending;
             }

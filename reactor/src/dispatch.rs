@@ -181,7 +181,7 @@ impl Core {
         let Some(slot) = self.regs.get_mut(reg) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "the registration is gone"));
         };
-        if let OpKind::RecvMulti { group, .. } = op.kind {
+        if let Some(group) = op.kind.buf_group() {
             if self.driver.buf_ring(group.0).is_none() {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "unknown buffer group"));
             }
@@ -259,7 +259,7 @@ impl Core {
         if reg.queue.is_full() || !reg.overflow.is_empty() {
             return Some(false);
         }
-        if let OpKind::RecvMulti { group, .. } = op.kind {
+        if let Some(group) = op.kind.buf_group() {
             return Some(self.driver.buf_ring(group.0).is_some_and(|r| r.available > 0));
         }
         Some(true)
@@ -325,10 +325,8 @@ impl Core {
             watched(op, reg, token, cqe, &mut self.driver, &mut self.counters)
         } else {
             // A plain one-shot op (nop, read, send, ...): one packet, and
-            // it is over.
-            let generation = take_buffer(&mut self.driver, 0, cqe.flags);
-            let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, 0)
-                .with_buffer_generation(generation);
+            // it is over. One-shot ops select no provided buffers.
+            let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, 0);
             if reg.enqueue(Packet::completion(reg_token, c)) {
                 // Overflow: kept (nothing is lost).
                 self.counters.queue_overflows += 1;
@@ -386,10 +384,10 @@ impl Core {
 /// Marks the provided buffer a fresh completion names (if it names one) as
 /// delivered, and returns the generation of that delivery for its packet.
 #[inline]
-fn take_buffer(driver: &mut Driver, group: u16, flags: u32) -> u32 {
-    if flags & CompletionPacket::F_BUFFER == 0 {
+fn take_buffer(driver: &mut Driver, group: Option<u16>, flags: u32) -> u32 {
+    let Some(group) = group.filter(|_| flags & CompletionPacket::F_BUFFER != 0) else {
         return 0;
-    }
+    };
     driver.buf_ring(group).map_or(0, |ring| ring.taken((flags >> 16) as u16))
 }
 
@@ -437,11 +435,10 @@ fn watched(
             unpollable = op.instant_ends >= 2;
         }
     }
-    let group = match op.kind {
-        OpKind::RecvMulti { group, .. } => group.0,
-        _ => 0,
-    };
-    let generation = take_buffer(driver, group, cqe.flags);
+    let buf_group = op.kind.buf_group().map(|g| g.0);
+    let generation = take_buffer(driver, buf_group, cqe.flags);
+    // Packets of ops that select no buffers report group 0.
+    let group = buf_group.unwrap_or(0);
     // The end of one arming of a multishot op (no F_MORE) that is not the
     // end of the op itself: we stopped it for back pressure, or the kernel
     // ran out of provided buffers. Pause it and deliver nothing; it re-arms

@@ -249,6 +249,14 @@ impl OpKind {
         }
     }
 
+    /// The provided-buffer group the op receives into, if it selects buffers.
+    pub(crate) fn buf_group(&self) -> Option<BufGroup> {
+        match self {
+            OpKind::RecvMulti { group, .. } => Some(*group),
+            _ => None,
+        }
+    }
+
     /// Whether a successful completion's result is an fd the receiver owns.
     pub(crate) fn yields_fd(&self) -> bool {
         matches!(self, OpKind::Accept { .. })

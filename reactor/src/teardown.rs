@@ -178,17 +178,14 @@ fn reclaim_packet(driver: &mut Driver, packet: &Packet) -> bool {
     let PacketKind::Completion(c) = packet.kind() else { return false };
     let cqe = Cqe { user_data: 0, result: c.result, flags: c.flags };
     let fresh = Fresh::Queued { generation: c.buffer_generation() };
-    reclaim_group(driver, c.opcode == IORING_OP_ACCEPT, cqe, c.buf_group, fresh);
+    reclaim_group(driver, c.opcode == IORING_OP_ACCEPT, cqe, Some(c.buf_group), fresh);
     true
 }
 
 /// Frees what a completion of `kind`, fresh from the kernel, carries when
 /// nobody will receive it.
 pub(crate) fn reclaim(driver: &mut Driver, kind: &OpKind, cqe: Cqe) {
-    let group = match kind {
-        OpKind::RecvMulti { group, .. } => group.0,
-        _ => u16::MAX,
-    };
+    let group = kind.buf_group().map(|g| g.0);
     reclaim_group(driver, kind.yields_fd(), cqe, group, Fresh::FromKernel);
 }
 
@@ -204,13 +201,13 @@ enum Fresh {
     Queued { generation: u32 },
 }
 
-fn reclaim_group(driver: &mut Driver, yields_fd: bool, cqe: Cqe, group: u16, fresh: Fresh) {
+fn reclaim_group(driver: &mut Driver, yields_fd: bool, cqe: Cqe, group: Option<u16>, fresh: Fresh) {
     if yields_fd && cqe.result >= 0 {
         syscall::close_fd(cqe.result);
     }
     if cqe.flags & CompletionPacket::F_BUFFER != 0 {
         let bid = (cqe.flags >> 16) as u16;
-        if let Some(ring) = driver.buf_ring(group) {
+        if let Some(ring) = group.and_then(|g| driver.buf_ring(g)) {
             match fresh {
                 Fresh::FromKernel => {
                     ring.taken(bid);
