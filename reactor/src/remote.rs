@@ -150,6 +150,11 @@ pub(crate) struct Shared {
     pub(crate) token: Token,
     pub(crate) signal: CountedSignal,
     user: Mutex<VecDeque<[u8; 32]>>,
+    /// Whether `user` holds anything. Written only under `user`'s lock, so
+    /// it equals `!user.is_empty()` whenever the lock is free; a drain reads
+    /// it first and skips the lock when nothing is queued. A push the read
+    /// misses is not lost: it notifies the reactor, and a later drain sees it.
+    user_queued: AtomicBool,
     user_cap: usize,
     /// Set when the registration is dropped.
     closed: AtomicBool,
@@ -162,6 +167,7 @@ impl Shared {
             token,
             signal: CountedSignal::new(),
             user: Mutex::new(VecDeque::new()),
+            user_queued: AtomicBool::new(false),
             user_cap,
             closed: AtomicBool::new(false),
             remote,
@@ -181,12 +187,17 @@ impl Shared {
 
     /// Moves every queued user payload out, oldest first.
     pub(crate) fn drain_user(&self, mut f: impl FnMut([u8; 32])) {
+        // Acquire: pairs with the Release store of the push that set it.
+        if !self.user_queued.load(Ordering::Acquire) {
+            return;
+        }
         let mut q = self.user.lock();
         q.drain(..).for_each(&mut f);
+        self.user_queued.store(false, Ordering::Relaxed);
     }
 
     pub(crate) fn has_user(&self) -> bool {
-        !self.user.lock().is_empty()
+        self.user_queued.load(Ordering::Acquire)
     }
 }
 
@@ -288,6 +299,7 @@ impl Sender {
                 ));
             }
             q.push_back(payload);
+            self.shared.user_queued.store(true, Ordering::Release);
             q.len() == 1
         };
         if was_empty {
