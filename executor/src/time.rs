@@ -204,7 +204,18 @@ pub struct Sleep {
     exec: Weak<Executor>,
 }
 
-/// Waits until `duration` has passed.
+/// About 30 years: what a deadline past `Instant`'s range becomes (as in
+/// tokio), so that `sleep(Duration::MAX)` means "never" instead of panicking.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + duration`, saturated to [`FAR_FUTURE`] from `now` when the sum
+/// does not fit (or is further away than that).
+fn deadline_after(now: Instant, duration: Duration) -> Instant {
+    now + duration.min(FAR_FUTURE)
+}
+
+/// Waits until `duration` has passed. A duration too long for `Instant`
+/// (say `Duration::MAX`) saturates to about 30 years: in effect, never.
 ///
 /// It may be created outside an executor (say, as the argument of
 /// `block_on`); it then binds to the executor that first polls it, and
@@ -222,9 +233,9 @@ pub struct Sleep {
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
     match executor::try_current() {
-        Some(exec) => Sleep::new(exec.clock.now() + duration, Rc::downgrade(&exec)),
+        Some(exec) => Sleep::new(deadline_after(exec.clock.now(), duration), Rc::downgrade(&exec)),
         None => {
-            let mut sleep = Sleep::new(Instant::now() + duration, Weak::new());
+            let mut sleep = Sleep::new(deadline_after(Instant::now(), duration), Weak::new());
             sleep.unbound = Some(duration);
             sleep
         }
@@ -275,7 +286,7 @@ impl Future for Sleep {
                 self.exec = Rc::downgrade(&exec);
                 if let Some(duration) = self.unbound.take() {
                     if exec.clock.is_fake() {
-                        self.deadline = exec.clock.now() + duration;
+                        self.deadline = deadline_after(exec.clock.now(), duration);
                     }
                 }
                 exec
@@ -404,9 +415,9 @@ impl Interval {
         // deadline when it binds.
         let deadline = self.sleep.deadline;
         let now = self.sleep.exec.upgrade().map_or_else(Instant::now, |e| e.clock.now());
-        let mut next = deadline + self.period;
+        let mut next = deadline_after(deadline, self.period);
         if next <= now {
-            next = now + self.period;
+            next = deadline_after(now, self.period);
         }
         self.sleep.reset(next);
         Poll::Ready(deadline)

@@ -297,3 +297,35 @@ fn real_clock_smoke() {
     assert_eq!(timed_out, Err(Elapsed));
     assert!(total >= MS * 40 && total < Duration::from_secs(3), "{total:?}");
 }
+
+/// `Instant + Duration::MAX` overflows: a deadline past `Instant`'s range
+/// must mean "never", not a panic, on both clocks.
+#[test]
+fn sleeps_and_timeouts_of_duration_max_never_fire_and_never_panic() {
+    let ex = TestExecutor::new().unwrap();
+    let fired = Rc::new(RefCell::new(false));
+    let f = fired.clone();
+    drop(ex.spawn(async move {
+        sleep(Duration::MAX).await;
+        *f.borrow_mut() = true;
+    }));
+    stall(&ex);
+    ex.advance(Duration::from_secs(86_400 * 365));
+    stall(&ex);
+    assert!(!*fired.borrow(), "a sleep of Duration::MAX fired after a year");
+    let mut ready = Box::pin(timeout(Duration::MAX, async { 7 }));
+    assert_eq!(ex.run_until_stalled(&mut ready), Poll::Ready(Ok(7)));
+    let mut every = interval(Duration::MAX);
+    let mut tick = Box::pin(async move { every.tick().await });
+    assert_eq!(ex.run_until_stalled(&mut tick), Poll::Pending);
+
+    // The real clock, made outside the executor and inside it.
+    let rt = tally::LocalReactor::new().unwrap();
+    let early = sleep(Duration::MAX);
+    let r = rt.block_on(async move {
+        let inner = timeout(Duration::MAX, async { 3 }).await;
+        let raced = timeout(MS, early).await;
+        (inner, raced)
+    });
+    assert_eq!(r, (Ok(3), Err(Elapsed)));
+}

@@ -268,6 +268,10 @@ impl Uring {
             return Ok(false);
         }
         self.enters += 1;
+        // A timeout longer than a timespec holds means "no timeout":
+        // `Timespec::from` casts the seconds to i64, and a negative tv_sec
+        // would answer ETIME at once, turning every wait into a busy loop.
+        let timeout = timeout.filter(|t| i64::try_from(t.as_secs()).is_ok());
         let submitter = self.ring.submitter();
         let res = match (wait, timeout) {
             (true, Some(t)) => {
