@@ -36,8 +36,10 @@ impl Deref for RecvBuf {
     fn deref(&self) -> &[u8] {
         // SAFETY: the ring marked buffer `bid` CLAIMED for this guard alone,
         // so the kernel cannot write it until `drop` recycles it; `len` is
-        // at most the buffer size (the kernel filled `len` bytes); and the
-        // `Rc<Inner>` keeps the ring's memory alive.
+        // the length the ring recorded from the kernel's own completion when
+        // it delivered the buffer (clamped to the buffer size), so the
+        // kernel wrote every one of those bytes; and the `Rc<Inner>` keeps
+        // the ring's memory alive.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }

@@ -382,13 +382,15 @@ impl Core {
 }
 
 /// Marks the provided buffer a fresh completion names (if it names one) as
-/// delivered, and returns the generation of that delivery for its packet.
+/// delivered to registration `reg`, with the completion's length, and
+/// returns the generation of that delivery for its packet.
 #[inline]
-fn take_buffer(driver: &mut Driver, group: Option<u16>, flags: u32) -> u32 {
-    let Some(group) = group.filter(|_| flags & CompletionPacket::F_BUFFER != 0) else {
+fn take_buffer(driver: &mut Driver, group: Option<u16>, cqe: Cqe, reg: Token) -> u32 {
+    let Some(group) = group.filter(|_| cqe.flags & CompletionPacket::F_BUFFER != 0) else {
         return 0;
     };
-    driver.buf_ring(group).map_or(0, |ring| ring.taken((flags >> 16) as u16))
+    let bid = (cqe.flags >> 16) as u16;
+    driver.buf_ring(group).map_or(0, |ring| ring.taken(bid, cqe.result, reg.as_u64()))
 }
 
 /// What a delivered completion means for its op.
@@ -436,7 +438,7 @@ fn watched(
         }
     }
     let buf_group = op.kind.buf_group().map(|g| g.0);
-    let generation = take_buffer(driver, buf_group, cqe.flags);
+    let generation = take_buffer(driver, buf_group, cqe, op.reg);
     // Packets of ops that select no buffers report group 0.
     let group = buf_group.unwrap_or(0);
     // The end of one arming of a multishot op (no F_MORE) that is not the

@@ -108,21 +108,21 @@ impl Registration {
     }
 
     /// The provided buffer a completion packet names, lent until dropped.
-    /// `None` if the packet names no buffer, if it was already claimed, or
-    /// if the packet is a stale copy: the buffer went back to the kernel
-    /// and was delivered again since, to a later packet that names the same
-    /// buffer id with a newer
-    /// [`buffer_generation`](CompletionPacket::buffer_generation).
+    /// `None` if the packet names no buffer, if it was already claimed, if
+    /// it was delivered to another registration, or if the packet is a
+    /// stale copy: the buffer went back to the kernel and was delivered
+    /// again since, to a later packet that names the same buffer id with a
+    /// newer [`buffer_generation`](CompletionPacket::buffer_generation).
+    ///
+    /// The buffer's length is what the kernel reported when it delivered
+    /// the buffer, as the reactor recorded it, never the packet's `result`
+    /// (a public field that safe code may change).
     pub fn buffer(&self, completion: &CompletionPacket) -> Option<RecvBuf> {
         let bid = completion.buffer_id()?;
-        let len = usize::try_from(completion.result).ok()?;
         let mut core = self.inner.core.borrow_mut();
         let ring = core.driver.buf_ring(completion.buf_group)?;
         let ptr = ring.buf_ptr(bid)?;
-        let len = len.min(ring.buf_size as usize);
-        if !ring.claim(bid, completion.buffer_generation()) {
-            return None;
-        }
+        let len = ring.claim(bid, completion.buffer_generation(), self.token.as_u64())?;
         drop(core);
         Some(RecvBuf { inner: self.inner.clone(), group: completion.buf_group, bid, ptr, len })
     }

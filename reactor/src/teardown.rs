@@ -210,7 +210,8 @@ fn reclaim_group(driver: &mut Driver, yields_fd: bool, cqe: Cqe, group: Option<u
         if let Some(ring) = group.and_then(|g| driver.buf_ring(g)) {
             match fresh {
                 Fresh::FromKernel => {
-                    ring.taken(bid);
+                    // Delivered to nobody (tag 0 is no registration's).
+                    ring.taken(bid, cqe.result, 0);
                     ring.recycle(bid);
                 }
                 Fresh::Queued { generation } => ring.recycle_delivered(bid, generation),

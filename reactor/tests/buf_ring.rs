@@ -241,3 +241,31 @@ fn a_stale_packet_copy_cannot_claim_a_later_delivery_of_its_buffer() {
     assert!(reg.buffer(&second).is_none(), "a stale copy claimed a later delivery");
     assert_eq!(&*reg.buffer(&third).unwrap(), b"third");
 }
+
+/// `CompletionPacket::result` is a public field: safe code can raise it on a
+/// real 10-byte packet. The buffer must still be exactly the 10 bytes the
+/// kernel wrote (the buffers are not zeroed, so a longer slice would read
+/// uninitialised memory), and another registration cannot claim it.
+#[test]
+fn a_forged_result_cannot_lengthen_a_buffer_and_another_registration_cannot_claim_it() {
+    let reactor = Reactor::new().unwrap();
+    require!(reactor, multishot_recv);
+    require!(reactor, buf_ring);
+    let group = reactor.buf_ring(4, 4096).unwrap();
+    let (rx, mut tx) = UnixStream::pair().unwrap();
+    let reg = reactor.register();
+    let other = reactor.register();
+    let op = reg.submit(Op::recv_multi(rx.as_raw_fd(), group)).unwrap();
+    tx.write_all(b"0123456789").unwrap();
+    let (c, _) = util::wait_completion(&reactor, &reg, op);
+    assert_eq!(c.result, 10);
+
+    let mut forged = c;
+    forged.result = 4096;
+    assert!(other.buffer(&forged).is_none(), "another registration claimed the buffer");
+    assert!(other.buffer(&c).is_none(), "another registration claimed the buffer");
+    let buf = reg.buffer(&forged).expect("the owner claims its buffer");
+    assert_eq!(&buf[..], b"0123456789", "the length must be the kernel's, not the packet's");
+    drop(buf);
+    reg.cancel(op);
+}

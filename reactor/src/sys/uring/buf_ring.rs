@@ -10,6 +10,12 @@
 //! buffer is lent only against the completion packet that carries the
 //! current one: a stale copy of an older packet for the same id (packets are
 //! `Copy`) cannot claim, or give back, a later delivery.
+//!
+//! Each delivery also records how many bytes the kernel wrote and which
+//! registration it went to. A claim is answered with that recorded length,
+//! never with anything the packet says: packets are plain public data that
+//! safe code can forge, and a length taken from one could expose bytes the
+//! kernel never wrote (the buffers are not zeroed).
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -32,9 +38,20 @@ pub(crate) struct BufRing {
     pub(crate) available: u32,
     /// Who holds each buffer: [`KERNEL`], [`DELIVERED`] or [`CLAIMED`].
     owner: Vec<u8>,
-    /// Each buffer's current delivery, bumped by [`BufRing::taken`]; 0
-    /// until its first, and never 0 after.
-    generation: Vec<u32>,
+    /// Each buffer's current delivery, written by [`BufRing::taken`].
+    deliveries: Vec<Delivery>,
+}
+
+/// What the reactor knows of a buffer's current (or last) delivery.
+#[derive(Clone, Copy, Default)]
+struct Delivery {
+    /// Bumped by every delivery; 0 until the first, and never 0 after.
+    generation: u32,
+    /// Bytes the kernel wrote into the buffer: the completion's result,
+    /// clamped to the buffer size.
+    len: u32,
+    /// The tag of the registration the completion was delivered to.
+    holder: u64,
 }
 
 /// In the ring, for the kernel to fill.
@@ -97,7 +114,7 @@ impl BufRing {
             buf_size,
             available: 0,
             owner: vec![KERNEL; entries as usize],
-            generation: vec![0; entries as usize],
+            deliveries: vec![Delivery::default(); entries as usize],
         };
         for bid in 0..entries {
             ring.push(bid);
@@ -132,38 +149,48 @@ impl BufRing {
         }
     }
 
-    /// A completion named buffer `bid`: the kernel is done with it. Returns
-    /// the generation of this delivery, which the packet carries (0 for an
-    /// id outside the ring).
-    pub(crate) fn taken(&mut self, bid: u16) -> u32 {
-        let (Some(o), Some(g)) =
-            (self.owner.get_mut(bid as usize), self.generation.get_mut(bid as usize))
+    /// A completion whose `result` is `result` named buffer `bid`, and is
+    /// delivered to the registration tagged `holder`: the kernel is done
+    /// with it. Returns the generation of this delivery, which the packet
+    /// carries (0 for an id outside the ring).
+    pub(crate) fn taken(&mut self, bid: u16, result: i32, holder: u64) -> u32 {
+        let buf_size = self.buf_size;
+        let (Some(o), Some(d)) =
+            (self.owner.get_mut(bid as usize), self.deliveries.get_mut(bid as usize))
         else {
             return 0;
         };
         *o = DELIVERED;
         // Skips 0, which names no delivery, when it wraps.
-        *g = g.wrapping_add(1).max(1);
+        d.generation = d.generation.wrapping_add(1).max(1);
+        d.len = u32::try_from(result).unwrap_or(0).min(buf_size);
+        d.holder = holder;
         self.available = self.available.saturating_sub(1);
-        *g
+        d.generation
     }
 
     /// Whether buffer `bid` is delivered, unclaimed, and `generation` is
     /// its current delivery.
     fn is_delivered(&self, bid: u16, generation: u32) -> bool {
         self.owner.get(bid as usize) == Some(&DELIVERED)
-            && self.generation.get(bid as usize) == Some(&generation)
+            && self.deliveries.get(bid as usize).is_some_and(|d| d.generation == generation)
     }
 
-    /// Lends delivery `generation` of buffer `bid` to one guard. False if
-    /// the buffer is not delivered, already claimed, or delivered again
-    /// since (a stale packet).
-    pub(crate) fn claim(&mut self, bid: u16, generation: u32) -> bool {
+    /// Lends delivery `generation` of buffer `bid` to one guard of the
+    /// registration tagged `holder`, and returns how many bytes the kernel
+    /// wrote into it. `None` if the buffer is not delivered, already
+    /// claimed, delivered again since (a stale packet), or delivered to
+    /// another registration.
+    pub(crate) fn claim(&mut self, bid: u16, generation: u32, holder: u64) -> Option<usize> {
         if !self.is_delivered(bid, generation) {
-            return false;
+            return None;
+        }
+        let delivery = self.deliveries[bid as usize];
+        if delivery.holder != holder {
+            return None;
         }
         self.owner[bid as usize] = CLAIMED;
-        true
+        Some(delivery.len as usize)
     }
 
     /// Hands delivery `generation` of buffer `bid`, never claimed, back to
