@@ -7,7 +7,12 @@
 //! what makes cancellation sound: the kernel never writes into freed memory.
 //!
 //! Fds are borrowed by number: an fd named by an operation must stay open
-//! until the operation completes or is cancelled.
+//! until the operation's **final completion** has been reaped. Asking to
+//! cancel is not enough: a cancel is asynchronous, and an SQE pushed this
+//! crank is not even submitted until the next enter, so an fd closed at
+//! once could be reused by a new socket that the queued operation then
+//! runs against. Close such an fd with [`Op::close`] on the same reactor
+//! instead: the close runs after every SQE already queued for the fd.
 
 use std::fmt;
 use std::net::SocketAddr;

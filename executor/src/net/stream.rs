@@ -358,18 +358,21 @@ impl StreamIo {
 
 impl Drop for StreamIo {
     fn drop(&mut self) {
-        // Close through the ring so that the close runs after every SQE
-        // already queued for this fd; if the ring refuses, close now.
         if let Some(fd) = self.fd.take() {
-            let raw = fd.as_raw_fd();
-            if let Err(e) = self.wr.submit(Op::close(fd)) {
-                drop(e);
-                // SAFETY: `Op::close` consumed the OwnedFd only on success;
-                // on failure `raw` is still open and owned by no one else.
-                drop(unsafe { OwnedFd::from_raw_fd(raw) });
-            }
+            close_after_queued(&self.wr, fd);
         }
     }
+}
+
+/// Closes `fd` through the ring, so that the close runs after every SQE
+/// already queued for it (pushed this crank, not yet submitted): those
+/// then run against this socket, never against a new one that reused the
+/// fd number. A cancel is asynchronous, so closing at once would not do.
+///
+/// If the ring refuses the op, `submit` drops it, and dropping an unrun
+/// close closes the fd: it is closed exactly once either way.
+pub(crate) fn close_after_queued(reg: &Registration, fd: OwnedFd) {
+    drop(reg.submit(Op::close(fd)));
 }
 
 /// The accept queue `TcpListener::bind` asks for: as long as the kernel
@@ -417,6 +420,12 @@ pub(crate) struct Acceptor {
 }
 
 impl Acceptor {
+    /// Closes the listening socket `fd` after the accept this acceptor
+    /// may have queued (see [`close_after_queued`]).
+    pub(crate) fn close(&self, fd: OwnedFd) {
+        close_after_queued(&self.reg, fd);
+    }
+
     pub(crate) fn new() -> Acceptor {
         Acceptor {
             reg: executor::current().reactor.register(),

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -42,7 +43,8 @@ use super::stream::{Acceptor, StreamIo, stop_listening, widen_backlog};
 /// });
 /// ```
 pub struct TcpListener {
-    sock: std::net::TcpListener,
+    /// Taken (and closed through the ring) only in `drop`.
+    sock: ManuallyDrop<std::net::TcpListener>,
     acceptor: RefCell<Acceptor>,
 }
 
@@ -69,7 +71,7 @@ impl TcpListener {
     ///
     /// Panics outside a running tally executor.
     pub fn from_std(sock: std::net::TcpListener) -> TcpListener {
-        TcpListener { sock, acceptor: RefCell::new(Acceptor::new()) }
+        TcpListener { sock: ManuallyDrop::new(sock), acceptor: RefCell::new(Acceptor::new()) }
     }
 
     /// Accepts one connection.
@@ -100,6 +102,11 @@ impl TcpListener {
 impl Drop for TcpListener {
     fn drop(&mut self) {
         stop_listening(self.sock.as_raw_fd());
+        // SAFETY: `sock` is taken here only, and never touched again.
+        let sock = unsafe { ManuallyDrop::take(&mut self.sock) };
+        // Closed after the accept it may have queued this crank, which must
+        // not run against a socket that reuses the fd number.
+        self.acceptor.get_mut().close(OwnedFd::from(sock));
     }
 }
 

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
@@ -13,7 +14,8 @@ use super::stream::{Acceptor, StreamIo, stop_listening};
 
 /// A Unix-domain socket listening for connections.
 pub struct UnixListener {
-    sock: std::os::unix::net::UnixListener,
+    /// Taken (and closed through the ring) only in `drop`.
+    sock: ManuallyDrop<std::os::unix::net::UnixListener>,
     acceptor: RefCell<Acceptor>,
 }
 
@@ -39,7 +41,7 @@ impl UnixListener {
     ///
     /// Panics outside a running tally executor.
     pub fn from_std(sock: std::os::unix::net::UnixListener) -> UnixListener {
-        UnixListener { sock, acceptor: RefCell::new(Acceptor::new()) }
+        UnixListener { sock: ManuallyDrop::new(sock), acceptor: RefCell::new(Acceptor::new()) }
     }
 
     /// Accepts one connection.
@@ -70,6 +72,11 @@ impl UnixListener {
 impl Drop for UnixListener {
     fn drop(&mut self) {
         stop_listening(self.sock.as_raw_fd());
+        // SAFETY: `sock` is taken here only, and never touched again.
+        let sock = unsafe { ManuallyDrop::take(&mut self.sock) };
+        // Closed after the accept it may have queued this crank, which must
+        // not run against a socket that reuses the fd number.
+        self.acceptor.get_mut().close(OwnedFd::from(sock));
     }
 }
 
