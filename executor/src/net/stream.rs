@@ -405,6 +405,17 @@ pub(crate) fn stop_listening(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+/// The peer address of a freshly accepted connection, or `None` when the
+/// connection was reset before it was accepted (`ENOTCONN`): the listener
+/// is healthy, and the caller skips that connection.
+pub(crate) fn skip_if_reset<A>(peer: io::Result<A>) -> io::Result<Option<A>> {
+    match peer {
+        Ok(peer) => Ok(Some(peer)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A listening socket's accept state: one multishot accept, armed on the
 /// first accept, whose fds queue here until taken.
 ///

@@ -8,7 +8,7 @@ use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::stream::{Acceptor, StreamIo, stop_listening, widen_backlog};
+use super::stream::{Acceptor, StreamIo, skip_if_reset, stop_listening, widen_backlog};
 
 /// A TCP socket listening for connections.
 ///
@@ -82,11 +82,21 @@ impl TcpListener {
     ///
     /// Several tasks may await `accept` on one listener at once; each
     /// connection goes to one of them.
+    ///
+    /// A connection reset while it waited in the accept queue (a port
+    /// scan, a client closing with `SO_LINGER` 0) has no peer any more: it
+    /// is closed and skipped, and `accept` goes on to the next one rather
+    /// than failing with `ENOTCONN`.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let fd = poll_fn(|cx| Acceptor::poll(&self.acceptor, self.sock.as_raw_fd(), cx)).await?;
-        let stream = TcpStream::from_fd(fd);
-        let peer = stream.peer_addr()?;
-        Ok((stream, peer))
+        loop {
+            let fd =
+                poll_fn(|cx| Acceptor::poll(&self.acceptor, self.sock.as_raw_fd(), cx)).await?;
+            let stream = TcpStream::from_fd(fd);
+            match skip_if_reset(stream.peer_addr())? {
+                Some(peer) => return Ok((stream, peer)),
+                None => continue,
+            }
+        }
     }
 
     /// The address it listens on.

@@ -10,7 +10,7 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::stream::{Acceptor, StreamIo, stop_listening};
+use super::stream::{Acceptor, StreamIo, skip_if_reset, stop_listening};
 
 /// A Unix-domain socket listening for connections.
 pub struct UnixListener {
@@ -53,10 +53,16 @@ impl UnixListener {
     /// Several tasks may await `accept` on one listener at once; each
     /// connection goes to one of them.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let fd = poll_fn(|cx| Acceptor::poll(&self.acceptor, self.sock.as_raw_fd(), cx)).await?;
-        let stream = UnixStream::from_fd(fd);
-        let peer = stream.peer_addr()?;
-        Ok((stream, peer))
+        loop {
+            let fd =
+                poll_fn(|cx| Acceptor::poll(&self.acceptor, self.sock.as_raw_fd(), cx)).await?;
+            let stream = UnixStream::from_fd(fd);
+            // As for TCP: a connection whose peer is gone is skipped.
+            match skip_if_reset(stream.peer_addr())? {
+                Some(peer) => return Ok((stream, peer)),
+                None => continue,
+            }
+        }
     }
 
     /// The address it listens on.
