@@ -26,7 +26,14 @@ pub(crate) struct Uring {
     buf_rings: Vec<BufRing>,
     /// `io_uring_enter` calls made so far, for metrics.
     enters: u64,
+    /// DEFER_TASKRUN without COOP_TASKRUN's TASKRUN_FLAG: completions wait
+    /// as deferred task work that only an enter with GETEVENTS posts, and
+    /// no flag says when there is some, so every turn must enter.
+    defer_unflagged: bool,
 }
+
+/// `IORING_ENTER_GETEVENTS`: run deferred task work and post completions.
+const ENTER_GETEVENTS: u32 = 1;
 
 /// The setup flags we try, richest first; each step drops what an older
 /// kernel answers EINVAL to.
@@ -91,7 +98,14 @@ impl Uring {
                 && params.is_feature_fast_poll(),
             buf_ring: probe.is_supported(opcode::Socket::CODE),
         };
-        Ok(Uring { ring, features, backlog: Vec::new(), buf_rings: Vec::new(), enters: 0 })
+        Ok(Uring {
+            ring,
+            features,
+            backlog: Vec::new(),
+            buf_rings: Vec::new(),
+            enters: 0,
+            defer_unflagged: defer && !coop,
+        })
     }
 
     pub(crate) fn features(&self) -> Features {
@@ -264,7 +278,7 @@ impl Uring {
             let sq = self.ring.submission();
             (sq.len(), sq.taskrun() || sq.cq_overflow())
         };
-        if !wait && queued == 0 && !kernel_wants_us {
+        if !wait && queued == 0 && !kernel_wants_us && !self.defer_unflagged {
             return Ok(false);
         }
         self.enters += 1;
@@ -279,6 +293,15 @@ impl Uring {
                 submitter.submit_with_args(1, &SubmitArgs::new().timespec(&ts))
             }
             (true, None) => submitter.submit_and_wait(1),
+            (false, _) if self.defer_unflagged => {
+                // `submit()` adds GETEVENTS only when the TASKRUN flag is up
+                // (and io-uring 0.7.13 not even then): ask for it ourselves.
+                // SAFETY: no argument pointer is passed (size 0), and the
+                // SQEs submitted were pushed under `push`'s contract.
+                unsafe {
+                    submitter.enter::<libc::sigset_t>(queued as u32, 0, ENTER_GETEVENTS, None)
+                }
+            }
             (false, _) => submitter.submit(),
         };
         match res {
