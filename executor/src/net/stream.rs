@@ -400,20 +400,9 @@ pub(crate) fn widen_backlog(fd: RawFd) -> io::Result<()> {
 /// stays in use; `shutdown(2)` stops the listening now, so the address can
 /// be bound again right away (std listeners set `SO_REUSEADDR`) and new
 /// connects are refused.
-pub(crate) fn stop_listening(fd: RawFd) {
+fn stop_listening(fd: RawFd) {
     // SAFETY: shutdown(2) takes no pointers; its errors change nothing.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-}
-
-/// The peer address of a freshly accepted connection, or `None` when the
-/// connection was reset before it was accepted (`ENOTCONN`): the listener
-/// is healthy, and the caller skips that connection.
-pub(crate) fn skip_if_reset<A>(peer: io::Result<A>) -> io::Result<Option<A>> {
-    match peer {
-        Ok(peer) => Ok(Some(peer)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// A listening socket's accept state: one multishot accept, armed on the
@@ -431,10 +420,33 @@ pub(crate) struct Acceptor {
 }
 
 impl Acceptor {
-    /// Closes the listening socket `fd` after the accept this acceptor
-    /// may have queued (see [`close_after_queued`]).
-    pub(crate) fn close(&self, fd: OwnedFd) {
+    /// Stops the listening socket `fd` at once and closes it after the
+    /// accept this acceptor may have queued this crank, which must not run
+    /// against a socket that reuses the fd number (see
+    /// [`close_after_queued`]).
+    pub(crate) fn close_listener(&self, fd: OwnedFd) {
+        stop_listening(fd.as_raw_fd());
         close_after_queued(&self.reg, fd);
+    }
+
+    /// Accepts the next connection on listening socket `fd`, wraps it with
+    /// `wrap`, and returns it with its peer address (`peer`). A connection
+    /// reset while it waited in the accept queue answers `ENOTCONN` there:
+    /// the listener is healthy, so that connection is closed and skipped.
+    pub(crate) async fn accept<S, A>(
+        acceptor: &RefCell<Acceptor>,
+        fd: RawFd,
+        wrap: impl Fn(OwnedFd) -> S,
+        peer: impl Fn(&S) -> io::Result<A>,
+    ) -> io::Result<(S, A)> {
+        loop {
+            let stream = wrap(poll_fn(|cx| Acceptor::poll(acceptor, fd, cx)).await?);
+            match peer(&stream) {
+                Ok(addr) => return Ok((stream, addr)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub(crate) fn new() -> Acceptor {

@@ -2,13 +2,12 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::stream::{Acceptor, StreamIo, skip_if_reset, stop_listening, widen_backlog};
+use super::stream::{Acceptor, StreamIo, widen_backlog};
 
 /// A TCP socket listening for connections.
 ///
@@ -88,15 +87,13 @@ impl TcpListener {
     /// is closed and skipped, and `accept` goes on to the next one rather
     /// than failing with `ENOTCONN`.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        loop {
-            let fd =
-                poll_fn(|cx| Acceptor::poll(&self.acceptor, self.sock.as_raw_fd(), cx)).await?;
-            let stream = TcpStream::from_fd(fd);
-            match skip_if_reset(stream.peer_addr())? {
-                Some(peer) => return Ok((stream, peer)),
-                None => continue,
-            }
-        }
+        Acceptor::accept(
+            &self.acceptor,
+            self.sock.as_raw_fd(),
+            TcpStream::from_fd,
+            TcpStream::peer_addr,
+        )
+        .await
     }
 
     /// The address it listens on.
@@ -111,12 +108,9 @@ impl TcpListener {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        stop_listening(self.sock.as_raw_fd());
         // SAFETY: `sock` is taken here only, and never touched again.
         let sock = unsafe { ManuallyDrop::take(&mut self.sock) };
-        // Closed after the accept it may have queued this crank, which must
-        // not run against a socket that reuses the fd number.
-        self.acceptor.get_mut().close(OwnedFd::from(sock));
+        self.acceptor.get_mut().close_listener(OwnedFd::from(sock));
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -10,7 +9,7 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::stream::{Acceptor, StreamIo, skip_if_reset, stop_listening};
+use super::stream::{Acceptor, StreamIo};
 
 /// A Unix-domain socket listening for connections.
 pub struct UnixListener {
@@ -53,16 +52,13 @@ impl UnixListener {
     /// Several tasks may await `accept` on one listener at once; each
     /// connection goes to one of them.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        loop {
-            let fd =
-                poll_fn(|cx| Acceptor::poll(&self.acceptor, self.sock.as_raw_fd(), cx)).await?;
-            let stream = UnixStream::from_fd(fd);
-            // As for TCP: a connection whose peer is gone is skipped.
-            match skip_if_reset(stream.peer_addr())? {
-                Some(peer) => return Ok((stream, peer)),
-                None => continue,
-            }
-        }
+        Acceptor::accept(
+            &self.acceptor,
+            self.sock.as_raw_fd(),
+            UnixStream::from_fd,
+            UnixStream::peer_addr,
+        )
+        .await
     }
 
     /// The address it listens on.
@@ -77,12 +73,9 @@ impl UnixListener {
 
 impl Drop for UnixListener {
     fn drop(&mut self) {
-        stop_listening(self.sock.as_raw_fd());
         // SAFETY: `sock` is taken here only, and never touched again.
         let sock = unsafe { ManuallyDrop::take(&mut self.sock) };
-        // Closed after the accept it may have queued this crank, which must
-        // not run against a socket that reuses the fd number.
-        self.acceptor.get_mut().close(OwnedFd::from(sock));
+        self.acceptor.get_mut().close_listener(OwnedFd::from(sock));
     }
 }
 
