@@ -154,9 +154,13 @@ pub struct SignalPacket {
 
 /// The payload of a [`PacketKind::Completion`] packet.
 ///
-/// When `opcode` is an accept and `result >= 0`, `result` is a new fd that
-/// the receiver owns and must close. When [`CompletionPacket::buffer_id`] is
-/// `Some`, the packet names a provided buffer that the receiver must give back.
+/// When `opcode` is an accept and `result >= 0`, `result` is a new fd; when
+/// [`CompletionPacket::buffer_id`] is `Some`, the packet names a provided
+/// buffer. The packet is plain data and owns neither: the reactor lends them
+/// to whoever drained the packet, until that registration's next drain,
+/// which closes the fd or returns the buffer unless it was taken (in tally's
+/// reactor, with `Registration::take_fd` and `Registration::buffer`). So a
+/// dropped packet loses nothing for good, and nothing is freed twice.
 ///
 /// A buffer id is reused: once given back, the kernel fills the buffer again
 /// and a later completion names the same id. Each delivery of a buffer gets

@@ -21,7 +21,7 @@ use crate::reactor::{Config, WAKE_TOKEN};
 use crate::remote::{Remote, Shared};
 use crate::slab::GenSlab;
 use crate::sys::{Cqe, Driver, uring};
-use crate::teardown::reclaim;
+use crate::teardown::{Lent, free_lent, lend, reclaim};
 
 pub(crate) struct Core {
     pub(crate) driver: Driver,
@@ -72,6 +72,10 @@ pub(crate) struct RegSlot {
     /// `reg_index` is its position here.
     pub(crate) ops: Vec<OpId>,
     pub(crate) fd: Option<RawFd>,
+    /// What the last drain handed over in its packets (accepted fds,
+    /// provided buffers) and nobody has taken yet: freed at the next drain,
+    /// or when the registration drops.
+    pub(crate) lent: Vec<Lent>,
 }
 
 /// An operation's life: submitted and in flight, then done (holding
@@ -162,6 +166,7 @@ impl Core {
             shared: None,
             ops: Vec::new(),
             fd,
+            lent: Vec::new(),
         };
         // 2^32 live registrations cannot fit in memory first.
         self.regs.insert(slot).expect("registration slab exhausted")
@@ -502,10 +507,15 @@ impl Core {
         self.remote_tokens = tokens;
     }
 
-    /// Moves everything queued for `token` into `out`. Returns whether
-    /// anything was moved.
+    /// Moves everything queued for `token` into `out`, lending what its
+    /// completions carry until the next drain, and first frees what the
+    /// previous drain lent and nobody took. Returns whether anything was
+    /// moved.
     pub(crate) fn drain(&mut self, token: Token, out: &mut PacketList) -> bool {
         let Some(reg) = self.regs.get_mut(token) else { return false };
+        if !reg.lent.is_empty() {
+            free_lent(&mut self.driver, &mut reg.lent, &mut self.counters.reclaimed);
+        }
         let before = out.len();
         let (mut bits, mut count) = CountedSignal::unpack(std::mem::take(&mut reg.local_signal));
         if let Some(shared) = &reg.shared {
@@ -517,9 +527,11 @@ impl Core {
             out.push(Packet::signal(token, reg.trigger, bits, count));
             self.counters.coalesced_raises += u64::from(count.get().saturating_sub(1));
         }
+        let completions = out.len();
         reg.queue.drain_into(out);
         out.extend_from_slice(&reg.overflow);
         reg.overflow.clear();
+        lend(&mut reg.lent, &out[completions..]);
         if let Some(shared) = &reg.shared {
             shared.drain_user(|p| out.push(Packet::user(token, p)));
         }

@@ -56,7 +56,7 @@ mod teardown;
 
 pub use buf_ring::{BufGroup, RecvBuf};
 pub use metrics::Metrics;
-pub use op::{Op, OpId};
+pub use op::{Cancel, Op, OpId};
 pub use reactor::{Builder, Reactor};
 pub use registration::{Packets, Registration};
 pub use remote::{RemoteWaker, Sender, Signaler};

@@ -19,13 +19,36 @@ use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use tally_packets::{Signals, Token};
+use tally_packets::{PacketList, Signals, Token};
 
 use crate::buf_ring::BufGroup;
 
 /// The token of a submitted operation. Completion packets carry it in
 /// [`CompletionPacket::op`](tally_packets::CompletionPacket::op).
 pub type OpId = Token;
+
+/// What [`Registration::cancel`](crate::Registration::cancel) did. Either
+/// way, nothing the op already delivered to the reactor is thrown away:
+/// its completions that were queued but not yet drained come back here,
+/// lent as a drain's are (take their fds and buffers before the
+/// registration's next drain, which frees what is left).
+#[must_use = "a cancel may hand back completions (and a read's bytes) that arrived first"]
+#[derive(Debug)]
+pub enum Cancel {
+    /// Nothing to cancel: the op is not live, not this registration's, or
+    /// already cancelled, and no completion of it was queued.
+    NotFound,
+    /// The op was live: the kernel was asked to stop it, and no packet for
+    /// it is delivered after this. A completion the kernel makes before the
+    /// stop takes effect is reclaimed (its fd closed, its buffer returned),
+    /// not delivered. The list holds the completions that had arrived
+    /// first (a multishot op's), possibly none.
+    Cancelled(PacketList),
+    /// The op had already finished: the list holds its completion if it
+    /// was not yet drained, and a read's or recv's buffer, with the bytes
+    /// read, still waits for [`reclaim`](crate::Registration::reclaim).
+    AlreadyCompleted(PacketList),
+}
 
 /// One operation, ready to submit with
 /// [`Registration::submit`](crate::Registration::submit).

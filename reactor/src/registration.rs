@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -11,7 +12,7 @@ use std::task::{Context, Poll};
 use tally_packets::{CompletionPacket, PacketList, Token};
 
 use crate::buf_ring::RecvBuf;
-use crate::op::{Op, OpId};
+use crate::op::{Cancel, Op, OpId};
 use crate::reactor::Inner;
 use crate::remote::{Sender, Signaler};
 
@@ -23,10 +24,22 @@ use crate::remote::{Sender, Signaler};
 /// registration is expected to be drained in the same crank; one left
 /// undrained is counted in [`Metrics::undrained`](crate::Metrics::undrained).
 ///
+/// # What packets own
+///
+/// A completion may carry a resource: an accept's new fd, or a provided
+/// buffer with received bytes. Packets are plain `Copy` data, so the
+/// registration keeps ownership: a drain **lends** those resources until
+/// the registration's next drain. Take what you want to keep before then,
+/// an fd with [`take_fd`](Self::take_fd) and a buffer with
+/// [`buffer`](Self::buffer); the next drain (or the registration's drop)
+/// closes the fds and returns to the kernel the buffers nobody took. So a
+/// packet list dropped unhandled loses nothing for good, and a resource is
+/// never freed twice. Never wrap an accept's `result` in an `OwnedFd`
+/// yourself: the reactor would close it again.
+///
 /// Dropping it cancels its operations in flight (the reactor keeps their
-/// buffers until the kernel lets go), closes fds and returns provided
-/// buffers carried by packets it never handed over, and makes its signalers
-/// and senders fail with `BrokenPipe`.
+/// buffers until the kernel lets go), frees what its packets carry (queued
+/// or lent), and makes its signalers and senders fail with `BrokenPipe`.
 pub struct Registration {
     inner: Rc<Inner>,
     token: Token,
@@ -89,14 +102,23 @@ impl Registration {
         self.inner.core.borrow_mut().submit(self.token, op)
     }
 
-    /// Cancels operation `op`: no packet for it is delivered after this,
-    /// and the reactor reclaims what its completions carry (closing
-    /// accepted fds, returning provided buffers), including completions
-    /// that already arrived but were not yet drained. Returns whether there
-    /// was anything to cancel: `op` was live and owned by this
-    /// registration, or completions of it were still queued.
-    pub fn cancel(&self, op: OpId) -> bool {
+    /// Cancels operation `op`: no packet for it is delivered after this.
+    /// Completions of it that already arrived but were not yet drained are
+    /// handed back in the answer, which also says whether the op was still
+    /// live ([`Cancel::Cancelled`]) or had finished first
+    /// ([`Cancel::AlreadyCompleted`]: a read's bytes then wait for
+    /// [`reclaim`](Self::reclaim)). Completions the kernel makes after this
+    /// are reclaimed (fds closed, buffers returned), never delivered.
+    pub fn cancel(&self, op: OpId) -> Cancel {
         self.inner.core.borrow_mut().cancel(self.token, op)
+    }
+
+    /// The fd that an accept completion carries, now the caller's. `None`
+    /// if the packet carries no fd, was not lent to this registration by
+    /// its last drain (or by [`cancel`](Self::cancel) since), or its fd was
+    /// already taken. An fd not taken before the next drain is closed.
+    pub fn take_fd(&self, completion: &CompletionPacket) -> Option<OwnedFd> {
+        self.inner.core.borrow_mut().take_fd(self.token, completion)
     }
 
     /// The buffer of a finished read, write, recv or send, once its
@@ -108,7 +130,9 @@ impl Registration {
     }
 
     /// The provided buffer a completion packet names, lent until dropped.
-    /// `None` if the packet names no buffer, if it was already claimed, if
+    /// Claim it before the registration's next drain, which hands unclaimed
+    /// buffers back to the kernel. `None` if the packet names no buffer, if
+    /// it was already claimed or handed back, if
     /// it was delivered to another registration, or if the packet is a
     /// stale copy: the buffer went back to the kernel and was delivered
     /// again since, to a later packet that names the same buffer id with a

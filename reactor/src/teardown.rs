@@ -3,13 +3,14 @@
 //! fds, provided buffers), and shutting the core down without freeing
 //! anything the kernel still holds.
 
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use tally_packets::{CompletionPacket, Packet, PacketKind, Token};
+use tally_packets::{CompletionPacket, Packet, PacketList, Token};
 
 use crate::dispatch::{Core, OpSlot, OpState, RegSlot, unlink};
-use crate::op::{OpId, OpKind};
+use crate::op::{Cancel, OpId, OpKind};
 use crate::reactor::WAKE_TOKEN;
 use crate::slab::GenSlab;
 use crate::sys::{Cqe, Driver};
@@ -27,45 +28,62 @@ pub(crate) struct Garbage {
 
 impl Core {
     /// Cancels `op` if `reg` owns it: asks the kernel to stop it, and
-    /// withdraws (reclaiming what they carry) its completions that are
-    /// queued but not yet drained. Returns whether there was anything to
-    /// cancel.
-    pub(crate) fn cancel(&mut self, reg: Token, op: OpId) -> bool {
-        let purged = self.purge(reg, op);
-        let Some(slot) = self.ops.get_mut(op).filter(|o| o.reg == reg) else { return purged };
+    /// hands back, lent as a drain's, its completions that are queued but
+    /// not yet drained. A finished op with a buffer keeps it for `reclaim`.
+    pub(crate) fn cancel(&mut self, reg: Token, op: OpId) -> Cancel {
+        let mut arrived = PacketList::new();
+        self.withdraw(reg, op, &mut arrived);
+        let Some(slot) = self.ops.get_mut(op).filter(|o| o.reg == reg) else {
+            return if arrived.is_empty() {
+                Cancel::NotFound
+            } else {
+                Cancel::AlreadyCompleted(arrived)
+            };
+        };
         match slot.state {
             OpState::InFlight | OpState::Stopping => {
                 self.driver.cancel(op);
                 slot.state = OpState::Cancelled;
-                true
+                Cancel::Cancelled(arrived)
             }
-            OpState::Paused | OpState::Done(_) => {
+            OpState::Paused => {
                 self.remove_op(op);
-                true
+                Cancel::Cancelled(arrived)
             }
-            OpState::Cancelled => purged,
+            OpState::Done(_) => Cancel::AlreadyCompleted(arrived),
+            OpState::Cancelled if arrived.is_empty() => Cancel::NotFound,
+            OpState::Cancelled => Cancel::Cancelled(arrived),
         }
     }
 
-    /// Takes `op`'s completions out of `reg`'s queue and reclaims what they
-    /// carry (an accepted fd, a provided buffer). Returns whether there
-    /// were any.
-    fn purge(&mut self, reg: Token, op: OpId) -> bool {
-        let Some(r) = self.regs.get_mut(reg) else { return false };
+    /// Moves `op`'s completions out of `reg`'s queue into `out`, in order,
+    /// lending what they carry as a drain does.
+    fn withdraw(&mut self, reg: Token, op: OpId, out: &mut PacketList) {
+        let Some(r) = self.regs.get_mut(reg) else { return };
         let is_op = |p: &Packet| p.as_completion().is_some_and(|c| c.op() == op);
-        let before = r.queue.len() + r.overflow.len();
-        let (driver, counters) = (&mut self.driver, &mut self.counters);
+        let before = out.len();
         let mut keep = |packet: &Packet| {
             if !is_op(packet) {
                 return true;
             }
-            reclaim_packet(driver, packet);
-            counters.reclaimed += 1;
+            out.push(*packet);
             false
         };
         r.queue.retain(&mut keep);
         r.overflow.retain(|p| keep(p));
-        r.queue.len() + r.overflow.len() < before
+        lend(&mut r.lent, &out[before..]);
+    }
+
+    /// Takes the fd that accept completion `c`, lent to `reg` by its last
+    /// drain, carries.
+    pub(crate) fn take_fd(&mut self, reg: Token, c: &CompletionPacket) -> Option<OwnedFd> {
+        let r = self.regs.get_mut(reg)?;
+        let i = r.lent.iter().position(|l| c.result >= 0 && *l == Lent::Fd(c.result))?;
+        r.lent.swap_remove(i);
+        // SAFETY: the fd is a fresh one from an accept completion that the
+        // reactor lent to `reg` and nobody took; removing it from the lent
+        // list makes this its only owner.
+        Some(unsafe { OwnedFd::from_raw_fd(c.result) })
     }
 
     /// Removes op `token` from the slab and from its registration's list.
@@ -107,6 +125,7 @@ impl Core {
                 self.counters.reclaimed += 1;
             }
         }
+        free_lent(&mut self.driver, &mut slot.lent, &mut self.counters.reclaimed);
         if let Some(shared) = &slot.shared {
             shared.close();
         }
@@ -162,60 +181,100 @@ impl Core {
                 }
             }
         }
-        // The kernel kept some operations past the deadline. Freeing their
-        // memory could let it write into freed memory: leak it instead.
+        // The kernel kept some operations past the deadline, and closing
+        // the ring does not wait for them either. Freeing their memory, or
+        // the provided buffers they may still fill, could let the kernel
+        // write into freed memory: leak the ops and every buffer ring
+        // instead (the rings are neither unregistered nor unmapped).
         eprintln!(
-            "tally: reactor dropped with operations the kernel would not cancel; leaking their buffers"
+            "tally: reactor dropped with operations the kernel would not cancel; leaking their buffers and the buffer rings"
         );
         std::mem::forget(std::mem::replace(&mut self.ops, GenSlab::new()));
         std::mem::forget(std::mem::replace(&mut self.wake_op, OpKind::Nop));
+        self.driver.leak_buf_rings();
+    }
+}
+
+/// A resource that a drained completion carries (an accepted fd, a
+/// provided buffer), lent to whoever drained it until its registration's
+/// next drain, which frees it unless it was taken (`take_fd`, `buffer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lent {
+    Fd(RawFd),
+    Buffer { group: u16, bid: u16, generation: u32 },
+}
+
+impl Lent {
+    /// What `c`, a completion the reactor itself queued, carries.
+    fn of(c: &CompletionPacket) -> Option<Lent> {
+        if c.opcode == IORING_OP_ACCEPT && c.result >= 0 {
+            return Some(Lent::Fd(c.result));
+        }
+        let bid = c.buffer_id()?;
+        Some(Lent::Buffer { group: c.buf_group, bid, generation: c.buffer_generation() })
+    }
+
+    /// Closes the fd, or hands the buffer back to the kernel unless it was
+    /// claimed (a claimed buffer goes back when its `RecvBuf` drops).
+    /// Returns whether it freed anything.
+    fn free(self, driver: &mut Driver) -> bool {
+        match self {
+            Lent::Fd(fd) => {
+                syscall::close_fd(fd);
+                true
+            }
+            Lent::Buffer { group, bid, generation } => {
+                driver.buf_ring(group).is_some_and(|ring| ring.recycle_delivered(bid, generation))
+            }
+        }
+    }
+}
+
+/// Records what the completions among `packets` carry as lent.
+#[inline]
+pub(crate) fn lend(lent: &mut Vec<Lent>, packets: &[Packet]) {
+    for packet in packets {
+        if let Some(l) = packet.as_completion().as_ref().and_then(Lent::of) {
+            lent.push(l);
+        }
+    }
+}
+
+/// Frees everything still lent: what the last drain handed over and
+/// nobody took. Counts what it freed in `reclaimed`.
+#[inline]
+pub(crate) fn free_lent(driver: &mut Driver, lent: &mut Vec<Lent>, reclaimed: &mut u64) {
+    for l in lent.drain(..) {
+        if l.free(driver) {
+            *reclaimed += 1;
+        }
     }
 }
 
 /// Reclaims what a queued packet carries, if it is a completion that
 /// carries something. Returns whether it was a completion.
 fn reclaim_packet(driver: &mut Driver, packet: &Packet) -> bool {
-    let PacketKind::Completion(c) = packet.kind() else { return false };
-    let cqe = Cqe { user_data: 0, result: c.result, flags: c.flags };
-    let fresh = Fresh::Queued { generation: c.buffer_generation() };
-    reclaim_group(driver, c.opcode == IORING_OP_ACCEPT, cqe, Some(c.buf_group), fresh);
+    let Some(c) = packet.as_completion() else { return false };
+    if let Some(l) = Lent::of(&c) {
+        l.free(driver);
+    }
     true
 }
 
 /// Frees what a completion of `kind`, fresh from the kernel, carries when
 /// nobody will receive it.
 pub(crate) fn reclaim(driver: &mut Driver, kind: &OpKind, cqe: Cqe) {
-    let group = kind.buf_group().map(|g| g.0);
-    reclaim_group(driver, kind.yields_fd(), cqe, group, Fresh::FromKernel);
-}
-
-/// Where the completion being reclaimed comes from, which decides what our
-/// buffer-ring bookkeeping already knows about the buffer it names.
-#[derive(Clone, Copy)]
-enum Fresh {
-    /// Straight from the CQ: the ring still counts the buffer as the
-    /// kernel's, so it is first marked taken, then handed back.
-    FromKernel,
-    /// A packet that was queued: dispatch already marked it taken, and
-    /// `generation` is the delivery it reports.
-    Queued { generation: u32 },
-}
-
-fn reclaim_group(driver: &mut Driver, yields_fd: bool, cqe: Cqe, group: Option<u16>, fresh: Fresh) {
-    if yields_fd && cqe.result >= 0 {
+    if kind.yields_fd() && cqe.result >= 0 {
         syscall::close_fd(cqe.result);
     }
     if cqe.flags & CompletionPacket::F_BUFFER != 0 {
         let bid = (cqe.flags >> 16) as u16;
-        if let Some(ring) = group.and_then(|g| driver.buf_ring(g)) {
-            match fresh {
-                Fresh::FromKernel => {
-                    // Delivered to nobody (tag 0 is no registration's).
-                    ring.taken(bid, cqe.result, 0);
-                    ring.recycle(bid);
-                }
-                Fresh::Queued { generation } => ring.recycle_delivered(bid, generation),
-            }
+        if let Some(ring) = kind.buf_group().and_then(|g| driver.buf_ring(g.0)) {
+            // The ring still counts the buffer as the kernel's: mark it
+            // delivered to nobody (tag 0 is no registration's), then give
+            // it back.
+            ring.taken(bid, cqe.result, 0);
+            ring.recycle(bid);
         }
     }
 }

@@ -5,10 +5,10 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-use tally_reactor::{Op, Reactor};
-use util::{completions, gather_until};
+use tally_reactor::{Cancel, Op, Reactor};
+use util::{completions, gather_accepts};
 
 const CLIENTS: usize = 8;
 
@@ -23,18 +23,19 @@ fn every_connection_arrives_as_an_owned_fd() {
 
     let mut clients: Vec<TcpStream> =
         (0..CLIENTS).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    let packets =
-        gather_until(&reactor, &reg, "eight accepts", |p| completions(p).len() >= CLIENTS);
+    let (packets, fds) =
+        gather_accepts(&reactor, &reg, "eight accepts", |p| completions(p).len() >= CLIENTS);
     let accepted: Vec<_> = completions(&packets);
     assert_eq!(accepted.len(), CLIENTS, "{packets:?}");
 
-    let mut peers = Vec::new();
     for c in &accepted {
         assert_eq!(c.op(), op);
         assert!(c.result >= 0, "accept failed: {}", util::errno(c.result));
         assert!(c.more(), "the multishot accept keeps going");
-        // SAFETY: the completion hands this fd to us, and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+    }
+    assert_eq!(fds.len(), CLIENTS, "every accept lent its fd");
+    let mut peers = Vec::new();
+    for (_, fd) in fds {
         let stream = TcpStream::from(fd);
         peers.push((stream.peer_addr().unwrap(), stream));
     }
@@ -58,14 +59,15 @@ fn every_connection_arrives_as_an_owned_fd() {
 
     // Still armed: one more client is accepted too.
     let _late = TcpStream::connect(addr).unwrap();
-    let more = gather_until(&reactor, &reg, "a late accept", |p| !completions(p).is_empty());
+    let (more, fds) =
+        gather_accepts(&reactor, &reg, "a late accept", |p| !completions(p).is_empty());
     let c = completions(&more)[0];
     assert!(c.result >= 0);
-    // SAFETY: as above.
-    drop(unsafe { OwnedFd::from_raw_fd(c.result) });
+    assert_eq!(fds.len(), 1);
+    drop(fds);
 
     // Cancelling ends it; its final completion is reclaimed, not delivered.
-    assert!(reg.cancel(op));
+    assert!(matches!(reg.cancel(op), Cancel::Cancelled(_)));
     util::turn_until(&reactor, "the cancel", || reactor.metrics().ops_in_flight == 0);
     assert!(completions(&reg.try_drain()).is_empty());
 }

@@ -7,7 +7,7 @@ mod util;
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -40,8 +40,7 @@ fn multishot_accept_pauses_on_a_full_queue_and_resumes_after_a_drain() {
         for c in completions(&reg.try_drain()) {
             assert_eq!(c.op(), op);
             assert!(c.result >= 0, "accept: {}", util::errno(c.result));
-            // SAFETY: the completion hands us this fd.
-            let s = TcpStream::from(unsafe { OwnedFd::from_raw_fd(c.result) });
+            let s = TcpStream::from(reg.take_fd(&c).expect("an accept lends its fd"));
             assert!(peers.insert(s.peer_addr().unwrap()), "a connection accepted twice");
         }
         reactor.turn(Some(TICK)).unwrap();

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use tally_reactor::{Builder, Op, Reactor, Signals};
+use tally_reactor::{Builder, Cancel, Op, Reactor, Signals};
 use util::{TICK, completions, open_fds, turn_until, wait_completion};
 
 /// An fd number no process can have open (it is past any RLIMIT_NOFILE).
@@ -132,7 +132,7 @@ fn misuse_of_the_api(reactor: &Reactor) {
     // Cancelling, reclaiming or taking buffers for ops that are not ours,
     // not finished, or already gone: quiet refusals.
     let timer = a.submit(Op::timeout(Duration::from_secs(30))).unwrap();
-    assert!(!b.cancel(timer), "b cancelled a's op");
+    assert!(matches!(b.cancel(timer), Cancel::NotFound), "b cancelled a's op");
     assert!(b.reclaim(timer).is_none());
     let read = a.submit(Op::read(-1, Vec::with_capacity(4))).unwrap();
     assert!(a.reclaim(read).is_none(), "reclaimed before completion");
@@ -142,8 +142,8 @@ fn misuse_of_the_api(reactor: &Reactor) {
     b.release_buffer(&c);
     assert!(a.reclaim(read).is_some());
     assert!(a.reclaim(read).is_none(), "reclaimed twice");
-    assert!(a.cancel(timer));
-    assert!(!a.cancel(timer), "cancelled twice");
+    assert!(matches!(a.cancel(timer), Cancel::Cancelled(_)));
+    assert!(matches!(a.cancel(timer), Cancel::NotFound), "cancelled twice");
     drop(a);
     drop(b);
 }

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use tally_reactor::{Op, Reactor, Registration, Signals};
+use tally_reactor::{Cancel, Op, Reactor, Registration, Signals};
 use util::{completions, signal_totals, wait_completion};
 
 /// Submits `op` and waits for its completion's result.
@@ -99,14 +99,15 @@ fn connect_and_accept_over_loopback() {
     // SAFETY: socket() just returned this fd; nothing else owns it.
     let client = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let connect = reg.submit(Op::connect(client.as_raw_fd(), addr)).unwrap();
-    let packets =
-        util::gather_until(&reactor, &reg, "connect and accept", |p| completions(p).len() == 2);
+    let (packets, mut fds) =
+        util::gather_accepts(&reactor, &reg, "connect and accept", |p| completions(p).len() == 2);
     let connected = util::completion_of(&packets, connect).unwrap();
     assert_eq!(connected.result, 0, "connect failed");
     let accepted = util::completion_of(&packets, accept).unwrap();
     assert!(accepted.result >= 0, "accept: {}", util::errno(accepted.result));
-    // SAFETY: the accept's completion hands this fd to us alone.
-    let mut server = TcpStream::from(unsafe { OwnedFd::from_raw_fd(accepted.result) });
+    let (c, fd) = fds.pop().expect("the accept lent its fd");
+    assert_eq!(c, accepted);
+    let mut server = TcpStream::from(fd);
     assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
     (&client).write_all(b"hi").unwrap();
     let mut buf = [0; 2];
@@ -158,7 +159,7 @@ fn cancelled_timeout_delivers_nothing() {
     let reg = reactor.register();
     let id = reg.submit(Op::timeout(Duration::from_secs(30))).unwrap();
     reactor.turn(Some(Duration::ZERO)).unwrap();
-    assert!(reg.cancel(id));
+    assert!(matches!(reg.cancel(id), Cancel::Cancelled(_)));
     util::turn_until(&reactor, "the cancel", || reactor.metrics().ops_in_flight == 0);
     assert!(reg.try_drain().is_empty());
     assert!(reactor.metrics().reclaimed >= 1);

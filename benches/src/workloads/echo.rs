@@ -34,7 +34,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,9 +200,7 @@ fn tally(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
                     if c.result < 0 {
                         return Err(io::Error::from_raw_os_error(-c.result));
                     }
-                    // SAFETY: an accept completion's fd belongs to whoever
-                    // receives the packet, and nothing else holds it.
-                    let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+                    let Some(fd) = reg.take_fd(&c) else { continue };
                     sys::set_nodelay(fd.as_raw_fd())?;
                     let i = fds.len();
                     let recv =
@@ -253,7 +251,7 @@ fn tally(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
         }
         list.clear();
     }
-    reg.cancel(accept);
+    let _ = reg.cancel(accept);
     Ok(())
 }
 

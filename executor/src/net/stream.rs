@@ -5,10 +5,12 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::task::{Context, Poll, Waker, ready};
 
-use tally_reactor::{BufGroup, CompletionPacket, Op, OpId, PacketList, RecvBuf, Registration};
+use tally_reactor::{
+    BufGroup, Cancel, CompletionPacket, Op, OpId, PacketList, RecvBuf, Registration,
+};
 
 use crate::executor;
 
@@ -106,7 +108,12 @@ pub(crate) struct CancelOnDrop<'a> {
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(op) = self.op {
-            self.reg.cancel(op);
+            // The future that wanted the result is gone: if the op finished
+            // first, its buffer goes too (its packet, handed back lent, is
+            // freed at the next drain).
+            if let Cancel::AlreadyCompleted(_) = self.reg.cancel(op) {
+                drop(self.reg.reclaim(op));
+            }
         }
     }
 }
@@ -507,10 +514,10 @@ impl Acceptor {
                 if c.op() != op {
                     continue;
                 }
-                if c.result >= 0 {
-                    // SAFETY: a successful accept's result is a new fd that
-                    // this completion hands to us alone.
-                    self.ready.push_back(unsafe { OwnedFd::from_raw_fd(c.result) });
+                if let Some(fd) = self.reg.take_fd(&c) {
+                    self.ready.push_back(fd);
+                } else if c.result >= 0 {
+                    debug_assert!(false, "an accept completion without its fd: {c:?}");
                 } else if c.result != -libc::ECANCELED && c.result != -libc::EINTR {
                     self.err = Some(errno(c.result));
                 }

@@ -143,6 +143,13 @@ impl Driver {
         }
     }
 
+    /// Leaks every buffer ring (see `Uring::leak_buf_rings`).
+    pub(crate) fn leak_buf_rings(&mut self) {
+        match self {
+            Driver::Uring(u) => u.leak_buf_rings(),
+        }
+    }
+
     pub(crate) fn buf_ring(&mut self, group: u16) -> Option<&mut uring::BufRing> {
         match self {
             Driver::Uring(u) => u.buf_ring(group),

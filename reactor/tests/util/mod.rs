@@ -11,6 +11,7 @@
 use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use tally_reactor::{
@@ -82,6 +83,30 @@ pub fn gather_until(
         done(&all)
     });
     all
+}
+
+/// As [`gather_until`], taking after each drain (before the next one
+/// frees them) the fds that accept completions carry. Returns the packets
+/// and the fds, each with the completion that carried it.
+#[track_caller]
+pub fn gather_accepts(
+    reactor: &Reactor,
+    reg: &Registration,
+    what: &str,
+    mut done: impl FnMut(&[Packet]) -> bool,
+) -> (Vec<Packet>, Vec<(CompletionPacket, OwnedFd)>) {
+    let (mut all, mut fds) = (Vec::new(), Vec::new());
+    turn_until(reactor, what, || {
+        let list = reg.try_drain();
+        for c in completions(&list) {
+            if let Some(fd) = reg.take_fd(&c) {
+                fds.push((c, fd));
+            }
+        }
+        all.extend(list);
+        done(&all)
+    });
+    (all, fds)
 }
 
 /// Turns until the completion of `op` reaches `reg`, and returns it along

@@ -196,10 +196,12 @@ impl BufRing {
     /// Hands delivery `generation` of buffer `bid`, never claimed, back to
     /// the kernel: what an undelivered packet's buffer comes to. Nothing
     /// happens if that delivery is no longer the current one.
-    pub(crate) fn recycle_delivered(&mut self, bid: u16, generation: u32) {
-        if self.is_delivered(bid, generation) {
+    pub(crate) fn recycle_delivered(&mut self, bid: u16, generation: u32) -> bool {
+        let delivered = self.is_delivered(bid, generation);
+        if delivered {
             self.recycle(bid);
         }
+        delivered
     }
 
     fn push(&mut self, bid: u16) {
@@ -231,7 +233,9 @@ impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: both regions were allocated in `new` with these sizes, and
         // the reactor drops a ring only after the kernel finished every
-        // operation that could use it and the ring was unregistered or closed.
+        // operation that could use it (a shutdown that times out waiting
+        // for the kernel leaks the rings instead: `leak_buf_rings`) and
+        // the ring was unregistered or closed.
         unsafe {
             libc::munmap(self.ring.as_ptr().cast(), self.ring_bytes);
             alloc::dealloc(self.bufs.as_ptr(), self.bufs_layout);

@@ -375,6 +375,12 @@ impl Uring {
     pub(crate) fn buf_ring(&mut self, group: u16) -> Option<&mut BufRing> {
         self.buf_rings.get_mut(group as usize)
     }
+
+    /// Leaks every buffer ring, memory and all: for a shutdown that gave up
+    /// waiting on the kernel, which may still write into them.
+    pub(crate) fn leak_buf_rings(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.buf_rings));
+    }
 }
 
 impl Drop for Uring {
