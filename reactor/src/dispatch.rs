@@ -76,6 +76,9 @@ pub(crate) struct RegSlot {
     /// provided buffers) and nobody has taken yet: freed at the next drain,
     /// or when the registration drops.
     pub(crate) lent: Vec<Lent>,
+    /// Whether a packet queued since the last drain may carry an fd or a
+    /// buffer: only then does the drain look for what to lend.
+    pub(crate) may_lend: bool,
 }
 
 /// An operation's life: submitted and in flight, then done (holding
@@ -167,6 +170,7 @@ impl Core {
             ops: Vec::new(),
             fd,
             lent: Vec::new(),
+            may_lend: false,
         };
         // 2^32 live registrations cannot fit in memory first.
         self.regs.insert(slot).expect("registration slab exhausted")
@@ -332,6 +336,7 @@ impl Core {
             // A plain one-shot op (nop, read, send, ...): one packet, and
             // it is over. One-shot ops select no provided buffers.
             let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, 0);
+            reg.may_lend |= cqe.result >= 0 && op.kind.yields_fd();
             if reg.enqueue(Packet::completion(reg_token, c)) {
                 // Overflow: kept (nothing is lost).
                 self.counters.queue_overflows += 1;
@@ -461,6 +466,8 @@ fn watched(
     if deliver {
         let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, group)
             .with_buffer_generation(generation);
+        reg.may_lend |=
+            cqe.flags & CompletionPacket::F_BUFFER != 0 || (cqe.result >= 0 && op.kind.yields_fd());
         if reg.enqueue(Packet::completion(reg_token, c)) {
             // Overflow: kept (nothing is lost), and back pressure.
             counters.queue_overflows += 1;
@@ -531,7 +538,9 @@ impl Core {
         reg.queue.drain_into(out);
         out.extend_from_slice(&reg.overflow);
         reg.overflow.clear();
-        lend(&mut reg.lent, &out[completions..]);
+        if std::mem::take(&mut reg.may_lend) {
+            lend(&mut reg.lent, &out[completions..]);
+        }
         if let Some(shared) = &reg.shared {
             shared.drain_user(|p| out.push(Packet::user(token, p)));
         }
