@@ -5,7 +5,13 @@
 //! an edge only on `WouldBlock`. Sends rarely block, so a one-shot poll is
 //! armed for writability only when one does (a send to a Unix datagram
 //! socket whose reader is behind does block).
+//!
+//! Several tasks may receive, and several send, on one socket at once:
+//! each side keeps the wakers of all its waiting calls in a [`Waiters`],
+//! so that none is left waiting when another takes the readiness or is
+//! dropped while it waits.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
@@ -18,13 +24,28 @@ use std::task::{Context, Poll};
 use tally_reactor::{Op, PacketList, Registration, Signals};
 
 use super::stream::CancelOnDrop;
+use super::waiters::{Waiter, Waiters};
 use crate::executor;
 
 /// Readiness for one non-blocking fd.
+///
+/// Several tasks may read, and several write, at once; each side's
+/// registration keeps only the waker of the last to poll it, so each
+/// waiting call also keeps its waker in that side's [`Waiters`]. A call
+/// that returns, or is dropped, wakes one of the others, which tries its
+/// syscall again (the readiness it waited for may be the one just taken)
+/// and, if it must still wait, puts its own waker in the registration.
 struct Readiness {
     fd: RawFd,
     readable: Registration,
     writable: Registration,
+    readers: RefCell<Waiters>,
+    writers: RefCell<Waiters>,
+}
+
+/// The [`Waiters`] in a `RefCell<Waiters>`.
+fn itself(waiters: &mut Waiters) -> &mut Waiters {
+    waiters
 }
 
 impl Readiness {
@@ -32,39 +53,62 @@ impl Readiness {
         let reactor = executor::current().reactor.clone();
         let readable = reactor.register_with(Signals::READABLE);
         readable.submit(Op::poll_multi(fd, Signals::READABLE))?;
-        Ok(Readiness { fd, readable, writable: reactor.register_with(Signals::WRITABLE) })
+        Ok(Readiness {
+            fd,
+            readable,
+            writable: reactor.register_with(Signals::WRITABLE),
+            readers: RefCell::new(Waiters::new()),
+            writers: RefCell::new(Waiters::new()),
+        })
     }
 
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// `Ready` when `reg` has delivered something, or when another waiter
+    /// woke `waiter`: either way, the caller tries its syscall again.
+    fn poll_ready(
+        reg: &Registration,
+        waiter: &mut Waiter<'_, Waiters>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         let mut list = PacketList::new();
-        self.readable.poll_drain_into(cx, &mut list)
+        let delivered = reg.poll_drain_into(cx, &mut list).is_ready();
+        if waiter.take_woken() || delivered {
+            return Poll::Ready(());
+        }
+        waiter.wait(cx.waker());
+        Poll::Pending
     }
 
     async fn read<T>(&self, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r,
+        }
+        let mut waiter = Waiter::new(&self.readers, itself);
         loop {
+            poll_fn(|cx| Readiness::poll_ready(&self.readable, &mut waiter, cx)).await;
             match f() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    poll_fn(|cx| self.poll_readable(cx)).await;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return r,
             }
         }
     }
 
     async fn write<T>(&self, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r,
+        }
+        let mut waiter = Waiter::new(&self.writers, itself);
         loop {
+            {
+                // A poll's readiness arrives as a signal packet, an error
+                // as a completion: either way, try again.
+                let op = self.writable.submit(Op::poll(self.fd, Signals::WRITABLE))?;
+                let _cancel = CancelOnDrop { reg: &self.writable, op: Some(op) };
+                poll_fn(|cx| Readiness::poll_ready(&self.writable, &mut waiter, cx)).await;
+            }
             match f() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // A poll's readiness arrives as a signal packet, an
-                    // error as a completion: either way, try again.
-                    let op = self.writable.submit(Op::poll(self.fd, Signals::WRITABLE))?;
-                    let _cancel = CancelOnDrop { reg: &self.writable, op: Some(op) };
-                    poll_fn(|cx| {
-                        let mut list = PacketList::new();
-                        self.writable.poll_drain_into(cx, &mut list)
-                    })
-                    .await;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return r,
             }
         }
@@ -72,6 +116,12 @@ impl Readiness {
 }
 
 /// A UDP socket.
+///
+/// Its methods take `&self`: several tasks may await `recv_from`, `recv`,
+/// `send_to` or `send` on one socket (an `Rc<UdpSocket>`) at once. Each
+/// datagram goes to one of the receivers, and a call dropped while it
+/// waits (by a `timeout` or `select!`) leaves none of the others waiting
+/// forever.
 ///
 /// # Examples
 ///
@@ -194,6 +244,10 @@ impl fmt::Debug for UdpSocket {
 }
 
 /// A Unix-domain datagram socket.
+///
+/// As with [`UdpSocket`], several tasks may await its sends and receives
+/// on one socket at once, and a call dropped while it waits leaves none of
+/// the others waiting forever.
 pub struct UnixDatagram {
     sock: std::os::unix::net::UnixDatagram,
     ready: Readiness,

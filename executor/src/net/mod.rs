@@ -38,6 +38,11 @@
 //!
 //! Datagram sockets use readiness: a multishot poll raises a counted signal,
 //! and `recv_from`/`send_to` are non-blocking syscalls.
+//!
+//! Listeners and datagram sockets take `&self`, so several tasks may wait
+//! on one at once; a waiter that goes away (dropped by a `timeout` or
+//! `select!`), or that takes the readiness another needed, does not leave
+//! the others waiting forever (see `waiters.rs`).
 
 /// Implements the futures-io traits for a type with an `io: StreamIo` field.
 macro_rules! stream_traits {
@@ -96,6 +101,7 @@ mod datagram;
 mod stream;
 mod tcp;
 mod unix;
+mod waiters;
 
 pub use datagram::{UdpSocket, UnixDatagram};
 pub use tcp::{TcpListener, TcpStream};

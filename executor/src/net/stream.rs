@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use tally_reactor::{
     BufGroup, Cancel, CompletionPacket, Op, OpId, PacketList, RecvBuf, Registration,
 };
 
+use super::waiters::{Waiter, Waiters};
 use crate::executor;
 
 /// Bytes per write op.
@@ -416,14 +417,17 @@ fn stop_listening(fd: RawFd) {
 /// first accept, whose fds queue here until taken.
 ///
 /// Several tasks may wait in `accept` at once, but the registration keeps
-/// only the last one's waker; the others wait in `waiters`, and are woken
-/// to look again whenever an accept returns, so that none is left behind.
+/// only the waker of the last to poll it. So each waiting accept also keeps
+/// its waker in `waiters`, and an accept that returns or is dropped wakes
+/// one of the others: it takes the next queued connection if there is one,
+/// or polls the registration again, putting its own waker there. None is
+/// left behind by a poller that went away (see [`Waiters`]).
 pub(crate) struct Acceptor {
     reg: Registration,
     op: Option<OpId>,
     ready: VecDeque<OwnedFd>,
     err: Option<io::Error>,
-    waiters: Vec<Waker>,
+    waiters: Waiters,
 }
 
 impl Acceptor {
@@ -446,8 +450,9 @@ impl Acceptor {
         wrap: impl Fn(OwnedFd) -> S,
         peer: impl Fn(&S) -> io::Result<A>,
     ) -> io::Result<(S, A)> {
+        let mut waiter = Waiter::new(acceptor, |a| &mut a.waiters);
         loop {
-            let stream = wrap(poll_fn(|cx| Acceptor::poll(acceptor, fd, cx)).await?);
+            let stream = wrap(poll_fn(|cx| Acceptor::poll(acceptor, fd, &mut waiter, cx)).await?);
             match peer(&stream) {
                 Ok(addr) => return Ok((stream, addr)),
                 Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
@@ -462,31 +467,22 @@ impl Acceptor {
             op: None,
             ready: VecDeque::new(),
             err: None,
-            waiters: Vec::new(),
+            waiters: Waiters::new(),
         }
     }
 
-    /// Polls `acceptor` (listening on `fd`) for a connection. The waiters
-    /// are woken after the borrow ends, when this accept returns.
-    pub(crate) fn poll(
+    /// Polls `acceptor` (listening on `fd`) for a connection, for the
+    /// accept that `waiter` is; when it must wait, its waker joins the
+    /// waiters, after the borrow ends.
+    fn poll(
         acceptor: &RefCell<Acceptor>,
         fd: RawFd,
+        waiter: &mut Waiter<'_, Acceptor>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<OwnedFd>> {
-        let mut this = acceptor.borrow_mut();
-        let result = this.poll_accept(fd, cx);
-        let wake = match result {
-            Poll::Ready(_) => std::mem::take(&mut this.waiters),
-            Poll::Pending => {
-                if !this.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    this.waiters.push(cx.waker().clone());
-                }
-                Vec::new()
-            }
-        };
-        drop(this);
-        for waker in wake {
-            waker.wake();
+        let result = acceptor.borrow_mut().poll_accept(fd, cx);
+        if result.is_pending() {
+            waiter.wait(cx.waker());
         }
         result
     }
