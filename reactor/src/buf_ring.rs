@@ -53,8 +53,10 @@ impl Drop for RecvBuf {
                 }
             }
             // Dropped from inside the reactor: the buffer stays out of the
-            // ring rather than risk a double borrow. This cannot happen from
-            // user code, which never runs under the core borrow.
+            // ring (lost to it, never unsound) rather than risk a double
+            // borrow. The one user code that runs under the core borrow is
+            // `Waker::clone` (storing a registration's waker), so only a
+            // waker whose clone drops a RecvBuf gets here.
             Err(_) => debug_assert!(false, "RecvBuf dropped while the reactor was busy"),
         }
     }

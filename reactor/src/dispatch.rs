@@ -440,9 +440,11 @@ fn watched(
         } else if multishot && first_since_armed && cqe.result > 0 {
             // The kernel found no wait queue to sleep on, reported the
             // file ready and ended the poll. Once could be a full CQ;
-            // twice running means the file cannot wait, and re-arming
-            // would spin the reactor: end the op with EPERM, as epoll
-            // would have refused the fd.
+            // twice running is taken to mean the file cannot wait, and
+            // re-arming would spin the reactor: end the op with EPERM, as
+            // epoll would have refused the fd. Under sustained CQ overflow
+            // a healthy socket can end twice running too and be refused
+            // wrongly (issue 8, finding 7: open).
             op.instant_ends = op.instant_ends.saturating_add(1);
             unpollable = op.instant_ends >= 2;
         }

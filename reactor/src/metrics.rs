@@ -7,7 +7,7 @@
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// The backend in use: `"io_uring"` or `"epoll"`.
+    /// The backend in use: `"io_uring"` (the only one so far).
     pub backend: &'static str,
     /// Calls to `turn`.
     pub turns: u64,

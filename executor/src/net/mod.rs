@@ -13,7 +13,12 @@
 //!   filled; the stream holds it until its last byte is read, then returns
 //!   it to the ring at once. When the ring runs dry the kernel stops the
 //!   recv and the reactor re-arms it once buffers come back: back pressure,
-//!   not loss. On kernels without buffer rings, a one-shot recv into a
+//!   not loss. That back pressure is shared, not per stream: there is no
+//!   cap yet on the buffers one stream may hold, so a few streams whose
+//!   peers keep sending while the application does not read them can hold
+//!   every buffer and pause every other stream's receive until they are
+//!   read (issue 8, finding 6: open). Read every stream you accept, or
+//!   drop it. On kernels without buffer rings, a one-shot recv into a
 //!   16 KiB buffer owned by the stream takes its place.
 //! * **Writes** copy into one buffer owned by the stream (up to 64 KiB per
 //!   write) and submit one send; `poll_write` returns as soon as the bytes

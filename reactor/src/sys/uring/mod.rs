@@ -75,7 +75,7 @@ impl Uring {
         let params = ring.params();
         if !params.is_feature_ext_arg() {
             // The crank's timeout rides on IORING_ENTER_EXT_ARG (Linux 5.11);
-            // without it, use the epoll backend.
+            // without it tally cannot run (there is no other backend yet).
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "io_uring lacks IORING_FEAT_EXT_ARG (needs Linux 5.11 or later)",
