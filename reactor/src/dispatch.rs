@@ -336,7 +336,7 @@ impl Core {
             // A plain one-shot op (nop, read, send, ...): one packet, and
             // it is over. One-shot ops select no provided buffers.
             let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, 0);
-            reg.may_lend |= cqe.result >= 0 && op.kind.yields_fd();
+            reg.may_lend |= Lent::of(&c).is_some();
             if reg.enqueue(Packet::completion(reg_token, c)) {
                 // Overflow: kept (nothing is lost).
                 self.counters.queue_overflows += 1;
@@ -468,8 +468,7 @@ fn watched(
     if deliver {
         let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, group)
             .with_buffer_generation(generation);
-        reg.may_lend |=
-            cqe.flags & CompletionPacket::F_BUFFER != 0 || (cqe.result >= 0 && op.kind.yields_fd());
+        reg.may_lend |= Lent::of(&c).is_some();
         if reg.enqueue(Packet::completion(reg_token, c)) {
             // Overflow: kept (nothing is lost), and back pressure.
             counters.queue_overflows += 1;

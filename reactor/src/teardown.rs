@@ -77,8 +77,8 @@ impl Core {
     /// Takes the fd that accept completion `c`, lent to `reg` by its last
     /// drain, carries.
     pub(crate) fn take_fd(&mut self, reg: Token, c: &CompletionPacket) -> Option<OwnedFd> {
-        let r = self.regs.get_mut(reg)?;
-        let i = r.lent.iter().position(|l| c.result >= 0 && *l == Lent::Fd(c.result))?;
+        let r = self.regs.get_mut(reg).filter(|_| c.result >= 0)?;
+        let i = r.lent.iter().position(|l| *l == Lent::Fd(c.result))?;
         r.lent.swap_remove(i);
         // SAFETY: the fd is a fresh one from an accept completion that the
         // reactor lent to `reg` and nobody took; removing it from the lent
@@ -206,7 +206,8 @@ pub(crate) enum Lent {
 
 impl Lent {
     /// What `c`, a completion the reactor itself queued, carries.
-    fn of(c: &CompletionPacket) -> Option<Lent> {
+    #[inline]
+    pub(crate) fn of(c: &CompletionPacket) -> Option<Lent> {
         if c.opcode == IORING_OP_ACCEPT && c.result >= 0 {
             return Some(Lent::Fd(c.result));
         }
