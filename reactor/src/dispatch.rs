@@ -21,6 +21,7 @@ use crate::reactor::{Config, WAKE_TOKEN};
 use crate::remote::{Remote, Shared};
 use crate::slab::GenSlab;
 use crate::sys::{Cqe, Driver, uring};
+use crate::syscall;
 use crate::teardown::{Lent, free_lent, lend, reclaim};
 
 pub(crate) struct Core {
@@ -109,7 +110,8 @@ pub(crate) struct OpSlot {
     pub(crate) armed_fresh: bool,
     /// Multishot poll only: consecutive armings whose first completion was
     /// also their last. A file that cannot wait for readiness (`/dev/null`,
-    /// a pseudo-file without poll) answers every arming that way.
+    /// a pseudo-file without poll) answers every arming that way, and so
+    /// does a healthy fd while the CQ is full; `watched` asks epoll which.
     pub(crate) instant_ends: u8,
 }
 
@@ -428,8 +430,9 @@ fn watched(
     let multishot = op.kind.is_multishot();
     let first_since_armed = std::mem::replace(&mut op.armed_fresh, false);
     let mut deliver = true;
-    let mut unpollable = false;
-    if let OpKind::Poll { .. } = op.kind {
+    // The error that ends a poll on a file that cannot wait for readiness.
+    let mut refused = None;
+    if let OpKind::Poll { fd, .. } = op.kind {
         if cqe.result >= 0 {
             let observed = uring::poll_signals(cqe.result as u32);
             reg.local_signal = CountedSignal::fold(reg.local_signal, observed, 1);
@@ -438,15 +441,31 @@ fn watched(
         if multishot && more {
             op.instant_ends = 0;
         } else if multishot && first_since_armed && cqe.result > 0 {
-            // The kernel found no wait queue to sleep on, reported the
-            // file ready and ended the poll. Once could be a full CQ;
-            // twice running is taken to mean the file cannot wait, and
-            // re-arming would spin the reactor: end the op with EPERM, as
-            // epoll would have refused the fd. Under sustained CQ overflow
-            // a healthy socket can end twice running too and be refused
-            // wrongly (issue 8, finding 7: open).
+            // The kernel found no wait queue to sleep on, reported the file
+            // ready and ended the poll; or it could not post the poll's
+            // first completion to a full CQ and ended it the same way.
+            // Twice running, ask epoll which: a file that cannot wait
+            // would make every re-arming spin the reactor, so its op ends
+            // with EPERM, as epoll would have refused the fd.
             op.instant_ends = op.instant_ends.saturating_add(1);
-            unpollable = op.instant_ends >= 2;
+            if op.instant_ends >= 2 {
+                op.instant_ends = 0;
+                refused = match syscall::waits_for_readiness(fd) {
+                    Ok(true) => None,
+                    Ok(false) => Some(libc::EPERM),
+                    // No fd or memory for the probe: keep watching, and
+                    // ask again after the next two.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                        ) =>
+                    {
+                        None
+                    }
+                    Err(e) => Some(e.raw_os_error().unwrap_or(libc::EIO)),
+                };
+            }
         }
     }
     let buf_group = op.kind.buf_group().map(|g| g.0);
@@ -478,8 +497,8 @@ fn watched(
             }
         }
     }
-    if unpollable {
-        let c = CompletionPacket::new(token, op.opcode, -libc::EPERM, 0, group);
+    if let Some(errno) = refused {
+        let c = CompletionPacket::new(token, op.opcode, -errno, 0, group);
         if reg.enqueue(Packet::completion(reg_token, c)) {
             counters.queue_overflows += 1;
         }
@@ -494,7 +513,11 @@ fn watched(
         OpKind::RecvMulti { .. } => cqe.result > 0,
         _ => cqe.result >= 0,
     };
-    if multishot && !unpollable && (paused_end || healthy) { End::Paused } else { End::Finished }
+    if multishot && refused.is_none() && (paused_end || healthy) {
+        End::Paused
+    } else {
+        End::Finished
+    }
 }
 
 impl Core {

@@ -226,9 +226,11 @@ impl Reactor {
     /// support poll: those cannot wait for readiness, and epoll refuses
     /// them with `EPERM`; `AlreadyExists` if another live registration
     /// already watches `fd`. Another fd that turns out not to wait (say
-    /// `/dev/null`) is caught at run time: its poll ends with a completion
-    /// packet whose result is `-EPERM`, instead of reporting an edge on
-    /// every turn.
+    /// `/dev/null`) is caught at run time: when its poll ends the moment it
+    /// is armed twice running, the reactor asks epoll whether the fd can
+    /// wait (a healthy fd ends that way too when the CQ is full), and if
+    /// not the poll ends with a completion packet whose result is `-EPERM`,
+    /// instead of reporting an edge on every turn.
     pub fn register_fd(&self, fd: RawFd, interest: Signals) -> io::Result<Registration> {
         syscall::check_pollable(fd)?;
         let mut core = self.inner.core.borrow_mut();

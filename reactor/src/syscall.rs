@@ -2,7 +2,7 @@
 //! an `io::Error`.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Calls a libc function and turns a `-1` return into `io::Error::last_os_error()`.
 macro_rules! syscall {
@@ -37,6 +37,26 @@ pub(crate) fn eventfd_kick(fd: RawFd) -> io::Result<()> {
 pub(crate) fn close_fd(fd: RawFd) {
     // SAFETY: the caller owns `fd` (a completion produced it) and never uses it again.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
+}
+
+/// Whether `fd` can wait for readiness, asked of epoll, which refuses
+/// (`EPERM`) a file without poll support: the check the reactor runs before
+/// it gives up on a poll that keeps ending the moment it is armed, since a
+/// healthy fd does that too when the kernel cannot post to a full CQ.
+/// `Err` if the probe itself fails (no fds left, `fd` closed).
+pub(crate) fn waits_for_readiness(fd: RawFd) -> io::Result<bool> {
+    // epoll_create1 takes no pointers.
+    let epfd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+    // SAFETY: epoll_create1 just returned this fd, and nothing else owns it.
+    let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
+    let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+    // `event` is a valid epoll_event for the call; closing `epfd` (on
+    // return) drops the watch again.
+    match syscall!(epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Pseudo file systems whose regular files may wait for readiness (kernfs

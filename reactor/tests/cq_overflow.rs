@@ -69,3 +69,69 @@ fn nops_submitted_while_draining_on_a_tiny_ring() {
     }
     assert_eq!(reactor.metrics().ops_in_flight, 0);
 }
+
+/// Review finding 7: under sustained CQ overflow the kernel ends healthy
+/// multishot polls right after arming (it cannot post their `F_MORE`
+/// completion), which looks like a file that cannot wait. 64 eventfds,
+/// signalled every crank on a 16-entry CQ, must all keep being watched:
+/// none may be refused with `EPERM`, and each still reports its writes.
+#[test]
+fn sustained_cq_overflow_does_not_refuse_healthy_polls() {
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use tally_packets::Signals;
+
+    const FDS: usize = 64;
+    const CRANKS: usize = 50;
+    let reactor = Builder::new().entries(8).build().unwrap();
+    let files: Vec<File> = (0..FDS)
+        .map(|_| {
+            // SAFETY: eventfd takes no pointers.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            assert!(fd >= 0);
+            // SAFETY: eventfd just returned this fd; nothing else owns it.
+            unsafe { File::from_raw_fd(fd) }
+        })
+        .collect();
+    let regs: Vec<_> = files
+        .iter()
+        .map(|f| reactor.register_fd(f.as_raw_fd(), Signals::READABLE).unwrap())
+        .collect();
+    let mut readable = vec![0usize; FDS];
+    let deadline = Deadline::new();
+    for _ in 0..CRANKS {
+        deadline.check(&reactor, "cranks of signalled eventfds");
+        for mut f in &files {
+            // Never read, so each fd stays readable; each write is an edge.
+            f.write_all(&1u64.to_ne_bytes()).unwrap();
+        }
+        reactor.turn(Some(TICK)).unwrap();
+        for (i, reg) in regs.iter().enumerate() {
+            let got = reg.try_drain();
+            for c in completions(&got) {
+                assert_ne!(c.result, -libc::EPERM, "eventfd {i} was refused as unpollable");
+            }
+            if util::signal_totals(&got).0.contains(Signals::READABLE) {
+                readable[i] += 1;
+            }
+        }
+    }
+    let m = reactor.metrics();
+    assert!(m.cq_overflows > 0, "the CQ never overflowed, so this tested nothing: {m:?}");
+    // Emptied, the eventfds stop being ready, and every poll that paused
+    // for the full CQ re-arms and stays armed: none has ended.
+    for mut f in &files {
+        let mut count = [0u8; 8];
+        std::io::Read::read_exact(&mut f, &mut count).unwrap();
+    }
+    for _ in 0..3 {
+        reactor.turn(Some(TICK)).unwrap();
+        for reg in &regs {
+            assert!(completions(&reg.try_drain()).is_empty());
+        }
+    }
+    let m = reactor.metrics();
+    assert_eq!(m.ops_in_flight, FDS, "every poll is armed again: {m:?}");
+    assert!(readable.iter().all(|&n| n > 0), "an eventfd never reported readable: {readable:?}");
+}
