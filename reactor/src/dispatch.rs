@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use tally_packets::{
     CompletionPacket, Count, CountedSignal, Packet, PacketList, PacketQueue, Signals, Token,
@@ -23,6 +24,9 @@ use crate::slab::GenSlab;
 use crate::sys::{Cqe, Driver, uring};
 use crate::syscall;
 use crate::teardown::{Lent, free_lent, lend, reclaim};
+
+/// The longest back-off before re-arming a failed wake read: 2^6 = 64 ms.
+const WAKE_BACKOFF_MAX_SHIFT: u32 = 6;
 
 pub(crate) struct Core {
     pub(crate) driver: Driver,
@@ -46,6 +50,10 @@ pub(crate) struct Core {
     /// The read on the remote eventfd; its 8-byte buffer lives here.
     pub(crate) wake_op: OpKind,
     pub(crate) wake_armed: bool,
+    /// Wake reads that failed in a row, and when to arm the next one after
+    /// a failure (never at once: a read that fails every time would spin).
+    wake_failures: u32,
+    pub(crate) wake_retry_at: Option<Instant>,
     /// Whether operations were submitted or re-armed since the last enter:
     /// then the next turn does not spin before blocking, since the enter
     /// itself may complete them at once.
@@ -157,6 +165,8 @@ impl Core {
             fd_owner: Vec::new(),
             wake_op,
             wake_armed: false,
+            wake_failures: 0,
+            wake_retry_at: None,
             fresh_submissions: false,
         }
     }
@@ -234,6 +244,12 @@ impl Core {
     /// The end of the previous crank: count registrations woken then and
     /// still undrained, and re-arm paused multishot ops that have room.
     pub(crate) fn begin_crank(&mut self) {
+        if let Some(at) = self.wake_retry_at {
+            if Instant::now() >= at {
+                self.wake_retry_at = None;
+                self.arm_wake();
+            }
+        }
         // Drained in place: the list keeps its allocation from crank to crank.
         let mut woken = std::mem::take(&mut self.woken);
         for token in woken.drain(..) {
@@ -368,11 +384,25 @@ impl Core {
     /// cancel request (ignored).
     #[cold]
     fn reserved(&mut self, token: Token, cqe: Cqe) {
-        if token == WAKE_TOKEN {
-            self.wake_armed = false;
-            if cqe.result != -libc::ECANCELED {
-                self.arm_wake();
-            }
+        if token != WAKE_TOKEN {
+            return;
+        }
+        self.wake_armed = false;
+        if cqe.result == -libc::ECANCELED {
+            // Shutdown cancelled it.
+        } else if cqe.result >= 0 {
+            self.wake_failures = 0;
+            self.arm_wake();
+        } else {
+            // Re-armed after a back-off that doubles from 1 ms to 64 ms,
+            // never at once: a read that fails every time would spin the
+            // reactor. Meanwhile a blocking turn waits no longer than the
+            // back-off, and drains the remote queue as always, so a remote
+            // wake-up is late by at most that, never lost.
+            let backoff =
+                Duration::from_millis(1 << self.wake_failures.min(WAKE_BACKOFF_MAX_SHIFT));
+            self.wake_failures = self.wake_failures.saturating_add(1);
+            self.wake_retry_at = Some(Instant::now() + backoff);
         }
     }
 

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tally_packets::{Signals, Token};
 
@@ -326,6 +326,15 @@ impl Reactor {
         };
         core.counters.turns += 1;
         core.begin_crank();
+        // While a failed wake read waits to be re-armed, nothing would end
+        // a blocking wait when another thread wakes us: wait no longer.
+        let timeout = match core.wake_retry_at {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(left, |t| t.min(left)))
+            }
+            None => timeout,
+        };
         let mut wait = timeout != Some(Duration::ZERO) && !core.driver.has_completions();
         // Spin briefly before blocking, unless submissions are queued or
         // the kernel holds completions for us (the enter may well return
@@ -384,5 +393,84 @@ impl Drop for Inner {
             drop(core.deregister(token));
         }
         core.shut_down();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_packets::PacketList;
+
+    /// Review finding 8: a wake read that fails every time it is armed
+    /// (here for real: a read of fd -1, which the kernel answers with
+    /// `EBADF` at once) must not spin the reactor. It is re-armed after a
+    /// back-off, blocking turns still return, and a remote wake-up during
+    /// the back-off still ends one.
+    #[test]
+    fn a_wake_read_that_keeps_failing_does_not_spin_the_reactor() {
+        let reactor = Reactor::new().unwrap();
+        let inner = &reactor.inner;
+        let real_wake = {
+            let mut core = inner.core.borrow_mut();
+            core.driver.cancel(WAKE_TOKEN);
+            OpKind::Read { fd: inner.remote.eventfd(), buf: Vec::with_capacity(8), offset: 0 }
+        };
+        let start = Instant::now();
+        while inner.core.borrow().wake_armed {
+            assert!(start.elapsed() < Duration::from_secs(5), "the wake read was never cancelled");
+            reactor.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        {
+            let mut core = inner.core.borrow_mut();
+            core.wake_op = OpKind::Read { fd: -1, buf: Vec::with_capacity(8), offset: 0 };
+            core.arm_wake();
+        }
+        let before = reactor.metrics().submissions;
+        let (start, mut turns) = (Instant::now(), 0u32);
+        while start.elapsed() < Duration::from_millis(300) {
+            reactor.turn(None).unwrap();
+            turns += 1;
+        }
+        let rearmed = reactor.metrics().submissions - before;
+        // Back-offs of 1, 2, 4, ... 64 ms fit about ten re-arms in 300 ms;
+        // re-armed at once, the failing read made every turn return at
+        // once, thousands of times.
+        assert!(turns < 60, "{turns} turns in 300 ms: the failing wake read spins the reactor");
+        assert!(rearmed >= 3, "the failing wake read was re-armed only {rearmed} times");
+
+        // During a back-off, another thread's raise still ends a blocking
+        // turn (within the longest back-off) and reaches its registration.
+        let reg = reactor.register();
+        let signaler = reg.signaler();
+        let raiser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            signaler.raise(Signals::READABLE, 1).unwrap();
+        });
+        let start = Instant::now();
+        let mut got = PacketList::new();
+        while got.is_empty() && start.elapsed() < Duration::from_secs(2) {
+            reactor.turn(None).unwrap();
+            got = reg.try_drain();
+        }
+        raiser.join().unwrap();
+        assert!(!got.is_empty(), "a raise during the back-off was lost");
+        drop(reg);
+
+        // Put the real read back; it is armed at the next due retry, and
+        // the reactor shuts down cleanly.
+        {
+            let mut core = inner.core.borrow_mut();
+            while core.wake_armed {
+                drop(core);
+                reactor.turn(Some(Duration::from_millis(1))).unwrap();
+                core = inner.core.borrow_mut();
+            }
+            core.wake_op = real_wake;
+        }
+        let start = Instant::now();
+        while !inner.core.borrow().wake_armed {
+            assert!(start.elapsed() < Duration::from_secs(5), "the wake read was never re-armed");
+            reactor.turn(Some(Duration::from_millis(10))).unwrap();
+        }
     }
 }
