@@ -48,8 +48,9 @@ impl Drop for RecvBuf {
     fn drop(&mut self) {
         match self.inner.core.try_borrow_mut() {
             Ok(mut core) => {
-                if let Some(ring) = core.driver.buf_ring(self.group) {
-                    ring.recycle(self.bid);
+                let holder = core.driver.buf_ring(self.group).and_then(|r| r.recycle(self.bid));
+                if let Some(holder) = holder {
+                    core.buffer_returned(holder);
                 }
             }
             // Dropped from inside the reactor: the buffer stays out of the

@@ -85,6 +85,9 @@ pub(crate) struct RegSlot {
     /// provided buffers) and nobody has taken yet: freed at the next drain,
     /// or when the registration drops.
     pub(crate) lent: Vec<Lent>,
+    /// Provided buffers delivered to this registration and not yet handed
+    /// back; at `buf_cap` its data-bearing multishot ops pause.
+    pub(crate) bufs_held: u32,
     /// Whether a packet queued since the last drain may carry an fd or a
     /// buffer: only then does the drain look for what to lend.
     pub(crate) may_lend: bool,
@@ -182,6 +185,7 @@ impl Core {
             ops: Vec::new(),
             fd,
             lent: Vec::new(),
+            bufs_held: 0,
             may_lend: false,
         };
         // 2^32 live registrations cannot fit in memory first.
@@ -287,7 +291,10 @@ impl Core {
             return Some(false);
         }
         if let Some(group) = op.kind.buf_group() {
-            return Some(self.driver.buf_ring(group.0).is_some_and(|r| r.available > 0));
+            return Some(
+                reg.bufs_held < self.config.buf_cap
+                    && self.driver.buf_ring(group.0).is_some_and(|r| r.available > 0),
+            );
         }
         Some(true)
     }
@@ -349,7 +356,8 @@ impl Core {
             return;
         };
         let end = if op.kind.is_multishot() || matches!(op.kind, OpKind::Poll { .. }) {
-            watched(op, reg, token, cqe, &mut self.driver, &mut self.counters)
+            let buf_cap = self.config.buf_cap;
+            watched(op, reg, token, cqe, &mut self.driver, &mut self.counters, buf_cap)
         } else {
             // A plain one-shot op (nop, read, send, ...): one packet, and
             // it is over. One-shot ops select no provided buffers.
@@ -455,6 +463,7 @@ fn watched(
     cqe: Cqe,
     driver: &mut Driver,
     counters: &mut Counters,
+    buf_cap: u32,
 ) -> End {
     let more = cqe.flags & CompletionPacket::F_MORE != 0;
     let multishot = op.kind.is_multishot();
@@ -500,6 +509,13 @@ fn watched(
     }
     let buf_group = op.kind.buf_group().map(|g| g.0);
     let generation = take_buffer(driver, buf_group, cqe, op.reg);
+    // A registration at its buffer cap stops its receive (back pressure
+    // of its own, on a ring the others share) until it gives some back.
+    let mut stop = false;
+    if generation != 0 {
+        reg.bufs_held += 1;
+        stop = reg.bufs_held >= buf_cap;
+    }
     // Packets of ops that select no buffers report group 0.
     let group = buf_group.unwrap_or(0);
     // The end of one arming of a multishot op (no F_MORE) that is not the
@@ -521,11 +537,12 @@ fn watched(
         if reg.enqueue(Packet::completion(reg_token, c)) {
             // Overflow: kept (nothing is lost), and back pressure.
             counters.queue_overflows += 1;
-            if multishot && more && op.state == OpState::InFlight {
-                driver.cancel(token);
-                op.state = OpState::Stopping;
-            }
+            stop = true;
         }
+    }
+    if stop && multishot && more && op.state == OpState::InFlight {
+        driver.cancel(token);
+        op.state = OpState::Stopping;
     }
     if let Some(errno) = refused {
         let c = CompletionPacket::new(token, op.opcode, -errno, 0, group);
@@ -575,7 +592,8 @@ impl Core {
     pub(crate) fn drain(&mut self, token: Token, out: &mut PacketList) -> bool {
         let Some(reg) = self.regs.get_mut(token) else { return false };
         if !reg.lent.is_empty() {
-            free_lent(&mut self.driver, &mut reg.lent, &mut self.counters.reclaimed);
+            let returned = free_lent(&mut self.driver, &mut reg.lent, &mut self.counters.reclaimed);
+            reg.bufs_held = reg.bufs_held.saturating_sub(returned);
         }
         let before = out.len();
         let (mut bits, mut count) = CountedSignal::unpack(std::mem::take(&mut reg.local_signal));
@@ -609,6 +627,14 @@ impl Core {
         match &reg.waker {
             Some(w) if w.will_wake(waker) => None,
             _ => reg.waker.replace(waker.clone()),
+        }
+    }
+
+    /// A buffer delivered to the registration tagged `holder` went back to
+    /// the kernel.
+    pub(crate) fn buffer_returned(&mut self, holder: u64) {
+        if let Some(reg) = self.regs.get_mut(Token::from_u64(holder)) {
+            reg.bufs_held = reg.bufs_held.saturating_sub(1);
         }
     }
 

@@ -42,6 +42,7 @@ pub(crate) struct Config {
     pub(crate) entries: u32,
     pub(crate) queue_cap: usize,
     pub(crate) user_cap: usize,
+    pub(crate) buf_cap: u32,
     pub(crate) defer_taskrun: bool,
     pub(crate) coop_taskrun: bool,
     pub(crate) assert_drained: bool,
@@ -71,13 +72,15 @@ impl Default for Builder {
 
 impl Builder {
     /// The defaults: 256 SQ entries, queues of 256 packets, 1024 pending user
-    /// packets per registration, every setup flag the kernel allows.
+    /// packets and 64 provided buffers held per registration, every setup
+    /// flag the kernel allows.
     pub fn new() -> Builder {
         Builder {
             config: Config {
                 entries: 256,
                 queue_cap: 256,
                 user_cap: 1024,
+                buf_cap: 64,
                 defer_taskrun: true,
                 coop_taskrun: true,
                 assert_drained: false,
@@ -104,6 +107,19 @@ impl Builder {
     /// answers `WouldBlock`.
     pub fn user_cap(mut self, cap: usize) -> Builder {
         self.config.user_cap = cap.max(1);
+        self
+    }
+
+    /// How many provided buffers one registration may hold before its
+    /// multishot receives pause: buffers delivered to it and not yet handed
+    /// back (queued in packets, lent by a drain, or claimed as a
+    /// [`RecvBuf`](crate::RecvBuf) and not dropped). Past this, that
+    /// registration alone pauses, and re-arms once it gives buffers back,
+    /// so that a few unread streams cannot take every buffer of a ring the
+    /// others share. A receive in flight may still deliver a few past the
+    /// cap before it stops.
+    pub fn buf_cap(mut self, cap: u32) -> Builder {
+        self.config.buf_cap = cap.max(1);
         self
     }
 

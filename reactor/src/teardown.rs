@@ -125,7 +125,7 @@ impl Core {
                 self.counters.reclaimed += 1;
             }
         }
-        free_lent(&mut self.driver, &mut slot.lent, &mut self.counters.reclaimed);
+        let _ = free_lent(&mut self.driver, &mut slot.lent, &mut self.counters.reclaimed);
         if let Some(shared) = &slot.shared {
             shared.close();
         }
@@ -242,14 +242,18 @@ pub(crate) fn lend(lent: &mut Vec<Lent>, packets: &[Packet]) {
 }
 
 /// Frees everything still lent: what the last drain handed over and
-/// nobody took. Counts what it freed in `reclaimed`.
+/// nobody took. Counts what it freed in `reclaimed`, and returns how many
+/// of those were buffers.
 #[inline]
-pub(crate) fn free_lent(driver: &mut Driver, lent: &mut Vec<Lent>, reclaimed: &mut u64) {
+pub(crate) fn free_lent(driver: &mut Driver, lent: &mut Vec<Lent>, reclaimed: &mut u64) -> u32 {
+    let mut buffers = 0;
     for l in lent.drain(..) {
         if l.free(driver) {
             *reclaimed += 1;
+            buffers += u32::from(matches!(l, Lent::Buffer { .. }));
         }
     }
+    buffers
 }
 
 /// Reclaims what a queued packet carries, if it is a completion that
@@ -275,7 +279,7 @@ pub(crate) fn reclaim(driver: &mut Driver, kind: &OpKind, cqe: Cqe) {
             // delivered to nobody (tag 0 is no registration's), then give
             // it back.
             ring.taken(bid, cqe.result, 0);
-            ring.recycle(bid);
+            let _ = ring.recycle(bid);
         }
     }
 }

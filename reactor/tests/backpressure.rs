@@ -105,3 +105,84 @@ fn multishot_recv_pauses_on_a_full_queue() {
     assert!(m.queue_overflows > 0, "the queue of 4 never overflowed: {m:?}");
     println!("recv back pressure: {m:?}");
 }
+
+/// Review finding 6: a registration that is not drained holds at most
+/// `buf_cap` buffers of a shared ring, plus what its recv delivered in the
+/// batch that crossed the cap (the kernel retries a multishot recv up to 32
+/// times per wake-up before it yields); another registration on the same ring keeps
+/// receiving meanwhile; and the stalled one resumes, losing nothing, once
+/// it gives its buffers back.
+#[test]
+fn an_undrained_registration_holds_at_most_its_buffer_cap() {
+    const CAP: u32 = 8;
+    let reactor = Builder::new().buf_cap(CAP).build().unwrap();
+    require!(reactor, multishot_recv);
+    require!(reactor, buf_ring);
+    let group = reactor.buf_ring(256, 512).unwrap();
+    let (stalled_rx, stalled_tx) = UnixStream::pair().unwrap();
+    let (live_rx, live_tx) = UnixStream::pair().unwrap();
+    let stalled = reactor.register();
+    let live = reactor.register();
+    stalled.submit(Op::recv_multi(stalled_rx.as_raw_fd(), group)).unwrap();
+    live.submit(Op::recv_multi(live_rx.as_raw_fd(), group)).unwrap();
+    const DATA: u64 = 256 * 1024;
+    let writer = std::thread::spawn(move || {
+        let bytes: Vec<u8> = (0..DATA).map(pattern).collect();
+        (&stalled_tx).write_all(&bytes).unwrap();
+    });
+    // The stalled registration is never drained here: it fills up to its
+    // cap and stops, and the ring keeps buffers for the live one.
+    for _ in 0..20 {
+        reactor.turn(Some(TICK)).unwrap();
+    }
+    for round in 0..100u8 {
+        (&live_tx).write_all(&[round]).unwrap();
+        let mut got = Vec::new();
+        let deadline = Deadline::new();
+        while got.is_empty() {
+            deadline.check(&reactor, "the live registration's byte");
+            reactor.turn(Some(TICK)).unwrap();
+            for c in completions(&live.try_drain()) {
+                assert!(c.result > 0, "live recv: {}", util::errno(c.result));
+                got.extend_from_slice(&live.buffer(&c).expect("the live recv's buffer"));
+            }
+        }
+        assert_eq!(got, [round]);
+    }
+    // What the stalled one holds, claimed and kept: its cap and one batch,
+    // far from the ring's 256 (which it took, uncapped).
+    let mut held = Vec::new();
+    let mut received = Vec::new();
+    for c in completions(&stalled.try_drain()) {
+        assert!(c.result > 0);
+        held.push(stalled.buffer(&c).expect("a stalled recv's buffer"));
+    }
+    let slack = 40;
+    assert!(
+        (CAP as usize..=CAP as usize + slack).contains(&held.len()),
+        "the stalled registration held {} buffers, its cap is {CAP}",
+        held.len()
+    );
+    println!("the stalled registration held {} buffers (cap {CAP})", held.len());
+    // Still held (claimed), so it stays stopped.
+    for _ in 0..5 {
+        reactor.turn(Some(TICK)).unwrap();
+        assert!(completions(&stalled.try_drain()).is_empty(), "received past its cap");
+    }
+    // Given back, it resumes and everything arrives in order.
+    for b in held.drain(..) {
+        received.extend_from_slice(&b);
+    }
+    let deadline = Deadline::new();
+    while (received.len() as u64) < DATA {
+        deadline.check(&reactor, "the stalled registration's data after it gave buffers back");
+        reactor.turn(Some(TICK)).unwrap();
+        for c in completions(&stalled.try_drain()) {
+            assert!(c.result > 0, "stalled recv: {}", util::errno(c.result));
+            received.extend_from_slice(&stalled.buffer(&c).unwrap());
+        }
+    }
+    writer.join().unwrap();
+    assert!(received.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)), "data reordered");
+    println!("buffer cap: {:?}", reactor.metrics());
+}

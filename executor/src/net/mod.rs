@@ -11,14 +11,17 @@
 //!   receives into a **provided buffer ring** shared by every stream of the
 //!   executor (1024 buffers of 4 KiB). A completion names the buffer it
 //!   filled; the stream holds it until its last byte is read, then returns
-//!   it to the ring at once. When the ring runs dry the kernel stops the
-//!   recv and the reactor re-arms it once buffers come back: back pressure,
-//!   not loss. That back pressure is shared, not per stream: there is no
-//!   cap yet on the buffers one stream may hold, so a few streams whose
-//!   peers keep sending while the application does not read them can hold
-//!   every buffer and pause every other stream's receive until they are
-//!   read (issue 8, finding 6: open). Read every stream you accept, or
-//!   drop it. On kernels without buffer rings, a one-shot recv into a
+//!   it to the ring at once. Back pressure is per stream: a stream that
+//!   holds 64 buffers (queued for it, or received and not yet read) stops
+//!   its recv, which re-arms once it gives some back, so streams whose
+//!   peers keep sending while the application does not read them cannot
+//!   take every buffer from the others. The cap is soft by one batch: the
+//!   kernel may deliver up to about 32 more in the wake-up that crossed it,
+//!   so a stalled stream holds at most about 96 buffers (384 KiB), and only
+//!   about ten such streams together can run the ring dry. When it does
+//!   run dry the kernel stops the recvs and the reactor re-arms them once
+//!   buffers come back: back pressure, not loss. Read every stream you
+//!   accept, or drop it. On kernels without buffer rings, a one-shot recv into a
 //!   16 KiB buffer owned by the stream takes its place.
 //! * **Writes** copy into one buffer owned by the stream (up to 64 KiB per
 //!   write) and submit one send; `poll_write` returns as soon as the bytes

@@ -141,12 +141,16 @@ impl BufRing {
     }
 
     /// Hands buffer `bid` back to the kernel, unless the kernel has it.
-    pub(crate) fn recycle(&mut self, bid: u16) {
+    /// Returns the tag of the registration it was delivered to, if it
+    /// handed it back.
+    pub(crate) fn recycle(&mut self, bid: u16) -> Option<u64> {
         if self.owner.get(bid as usize).is_some_and(|&o| o != KERNEL) {
             self.owner[bid as usize] = KERNEL;
             self.push(bid);
             self.publish();
+            return Some(self.deliveries[bid as usize].holder);
         }
+        None
     }
 
     /// A completion whose `result` is `result` named buffer `bid`, and is
@@ -199,7 +203,7 @@ impl BufRing {
     pub(crate) fn recycle_delivered(&mut self, bid: u16, generation: u32) -> bool {
         let delivered = self.is_delivered(bid, generation);
         if delivered {
-            self.recycle(bid);
+            let _ = self.recycle(bid);
         }
         delivered
     }
