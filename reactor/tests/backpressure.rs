@@ -132,6 +132,11 @@ fn an_undrained_registration_holds_at_most_its_buffer_cap() {
     });
     // The stalled registration is never drained here: it fills up to its
     // cap and stops, and the ring keeps buffers for the live one.
+    let deadline = Deadline::new();
+    while reactor.metrics().completions < u64::from(CAP) {
+        deadline.check(&reactor, "the stalled registration to reach its cap");
+        reactor.turn(Some(TICK)).unwrap();
+    }
     for _ in 0..20 {
         reactor.turn(Some(TICK)).unwrap();
     }
