@@ -4,7 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tally_packets::{CompletionPacket, Count, Packet, PacketList, PacketQueue, Signals, Token};
+use tally_packets::{
+    CompletionPacket, Count, OpTag, Packet, PacketList, PacketQueue, Signals, Token,
+};
 
 fn token(c: &mut Criterion) {
     let mut g = c.benchmark_group("token");
@@ -22,7 +24,8 @@ fn token(c: &mut Criterion) {
 fn queue(c: &mut Criterion) {
     const BATCH: u64 = 64;
     let key = Token::new(1, 1);
-    let completion = Packet::completion(key, CompletionPacket::new(Token::new(2, 1), 9, 64, 0, 0));
+    let completion =
+        Packet::completion(key, CompletionPacket::new(Token::new(2, 1), OpTag::Recv, 64));
     let mut g = c.benchmark_group("packet_queue");
     g.throughput(Throughput::Elements(BATCH));
     let mut queue = PacketQueue::with_cap(256);

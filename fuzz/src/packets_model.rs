@@ -44,8 +44,8 @@
 //! other packet is handed back unchanged.
 
 use tally_packets::{
-    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, PacketQueue, Pushed,
-    Raised, SignalPacket, Signals, TimerPacket, Token,
+    CompletionPacket, Count, CountedSignal, OpTag, Packet, PacketKind, PacketList, PacketQueue,
+    Pushed, Raised, SignalPacket, Signals, TimerPacket, Token,
 };
 
 /// The keys that the words feed and that packets are pushed with. Two share
@@ -270,8 +270,9 @@ impl Harness {
             3 => {
                 let k = input.key()?;
                 let result = i32::from(input.byte()? as i8);
-                let flags = u32::from(input.byte()?);
-                let c = CompletionPacket::new(Token::new(7, 7), 2, result, flags, 0);
+                let more = input.byte()? & 1 != 0;
+                let c =
+                    CompletionPacket::new(Token::new(7, 7), OpTag::Read, result).with_more(more);
                 self.push(Packet::completion(KEYS[k], c));
             }
             4 => {

@@ -46,7 +46,8 @@ mod token;
 
 pub use counted::{Count, CountedSignal, Raised};
 pub use packet::{
-    CompletionPacket, Packet, PacketKind, ProcessSignalPacket, SignalPacket, TimerPacket,
+    BufferRef, CompletionPacket, OpTag, Packet, PacketKind, ProcessSignalPacket, SignalPacket,
+    TimerPacket,
 };
 pub use queue::{PacketList, PacketQueue, Pushed};
 pub use signals::Signals;

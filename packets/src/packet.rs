@@ -130,7 +130,7 @@ impl Packet {
 pub enum PacketKind {
     /// Signal bits were raised, `count` times in all since the last drain.
     Signal(SignalPacket),
-    /// An operation finished: the io_uring CQE, translated.
+    /// An operation finished, as every backend reports it.
     Completion(CompletionPacket),
     /// 32 bytes sent by a user, possibly from another thread.
     User([u8; 32]),
@@ -152,72 +152,121 @@ pub struct SignalPacket {
     pub count: Count,
 }
 
+/// Which operation a completion reports. The same on every backend: the
+/// io_uring opcode and CQE flags stay inside the reactor's io_uring backend.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum OpTag {
+    /// A no-op.
+    Nop,
+    /// A read (at an offset or the file position).
+    Read,
+    /// A write (at an offset or the file position).
+    Write,
+    /// A receive, into the op's own buffer or a provided one.
+    Recv,
+    /// A send.
+    Send,
+    /// An accept: a non-negative result is a new fd, lent to the drainer.
+    Accept,
+    /// A connect.
+    Connect,
+    /// A close.
+    Close,
+    /// A shutdown.
+    Shutdown,
+    /// A timeout.
+    Timeout,
+    /// A poll for readiness (its edges arrive as signal packets; a
+    /// completion packet reports how it ended).
+    Poll,
+}
+
+/// A provided buffer named by a completion: its group, its id in the group,
+/// and which delivery of that id this is (ids are reused; the reactor
+/// counts deliveries from 1, and lends a buffer only against its current
+/// one).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct BufferRef {
+    /// The buffer group.
+    pub group: u16,
+    /// The buffer's id within its group.
+    pub id: u16,
+    /// Which delivery of the buffer; 0 names none.
+    pub generation: u32,
+}
+
 /// The payload of a [`PacketKind::Completion`] packet.
 ///
-/// When `opcode` is an accept and `result >= 0`, `result` is a new fd; when
-/// [`CompletionPacket::buffer_id`] is `Some`, the packet names a provided
-/// buffer. The packet is plain data and owns neither: the reactor lends them
-/// to whoever drained the packet, until that registration's next drain,
-/// which closes the fd or returns the buffer unless it was taken (in tally's
-/// reactor, with `Registration::take_fd` and `Registration::buffer`). So a
-/// dropped packet loses nothing for good, and nothing is freed twice.
+/// When the [`tag`](CompletionPacket::tag) is [`OpTag::Accept`] and
+/// `result >= 0`, `result` is a new fd; when
+/// [`buffer`](CompletionPacket::buffer) is `Some`, the packet names a
+/// provided buffer. The packet is plain data and owns neither: the reactor
+/// lends them to whoever drained the packet, until that registration's next
+/// drain, which closes the fd or returns the buffer unless it was taken (in
+/// tally's reactor, with `Registration::take_fd` and `Registration::buffer`).
+/// So a dropped packet loses nothing for good, and nothing is freed twice.
 ///
-/// A buffer id is reused: once given back, the kernel fills the buffer again
-/// and a later completion names the same id. Each delivery of a buffer gets
-/// a new [generation](CompletionPacket::buffer_generation), and the reactor
-/// lends the buffer only against the packet of its current delivery, so a
-/// stale copy of an older packet (packets are `Copy`) cannot claim a later
-/// delivery's data.
+/// A buffer id is reused: once given back, the buffer is filled again and a
+/// later completion names the same id. Each delivery of a buffer gets a new
+/// [generation](BufferRef::generation), and the reactor lends the buffer
+/// only against the packet of its current delivery, so a stale copy of an
+/// older packet (packets are `Copy`) cannot claim a later delivery's data.
+///
+/// # Examples
+///
+/// ```
+/// use tally_packets::{BufferRef, CompletionPacket, OpTag, Token};
+///
+/// let buf = BufferRef { group: 0, id: 7, generation: 3 };
+/// let c = CompletionPacket::new(Token::new(1, 1), OpTag::Recv, 64).with_more(true).with_buffer(buf);
+/// assert_eq!((c.tag(), c.more(), c.buffer()), (OpTag::Recv, true, Some(buf)));
+/// assert_eq!(c.accepted_fd(), None);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct CompletionPacket {
     /// Bytes transferred, a new fd, or a negated errno.
     pub result: i32,
-    /// The CQE flags (`IORING_CQE_F_*`).
-    pub flags: u32,
     op: SplitU64,
     buf_generation: u32,
-    /// The io_uring opcode of the operation, so that the owner of a packet can
-    /// tell which completions carry resources.
-    pub opcode: u8,
-    /// The provided-buffer group the buffer came from, if any.
-    pub buf_group: u16,
+    buf_group: u16,
+    buf_id: u16,
+    tag: OpTag,
+    more: bool,
+    has_buffer: bool,
 }
 
 impl CompletionPacket {
-    /// `IORING_CQE_F_BUFFER`: the upper 16 bits of `flags` are a buffer id.
-    pub const F_BUFFER: u32 = 1 << 0;
-    /// `IORING_CQE_F_MORE`: a multishot operation will post more completions.
-    pub const F_MORE: u32 = 1 << 1;
-    const BUFFER_SHIFT: u32 = 16;
-
-    /// A completion for operation `op`, with buffer generation 0 (which
-    /// names no delivery; see [`with_buffer_generation`](Self::with_buffer_generation)).
+    /// The final completion of operation `op`, naming no buffer.
     #[inline]
-    pub const fn new(op: Token, opcode: u8, result: i32, flags: u32, buf_group: u16) -> Self {
+    pub const fn new(op: Token, tag: OpTag, result: i32) -> Self {
         CompletionPacket {
             result,
-            flags,
             op: SplitU64::new(op.as_u64()),
             buf_generation: 0,
-            opcode,
-            buf_group,
+            buf_group: 0,
+            buf_id: 0,
+            tag,
+            more: false,
+            has_buffer: false,
         }
     }
 
-    /// This completion, naming delivery `generation` of its buffer.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tally_packets::{CompletionPacket, Token};
-    ///
-    /// let flags = (7 << 16) | CompletionPacket::F_BUFFER;
-    /// let c = CompletionPacket::new(Token::new(1, 1), 0, 64, flags, 0).with_buffer_generation(3);
-    /// assert_eq!((c.buffer_id(), c.buffer_generation()), (Some(7), 3));
-    /// ```
+    /// This completion, saying whether more completions of its (multishot)
+    /// operation follow.
     #[inline]
-    pub const fn with_buffer_generation(mut self, generation: u32) -> Self {
-        self.buf_generation = generation;
+    pub const fn with_more(mut self, more: bool) -> Self {
+        self.more = more;
+        self
+    }
+
+    /// This completion, naming provided buffer `buffer`.
+    #[inline]
+    pub const fn with_buffer(mut self, buffer: BufferRef) -> Self {
+        self.buf_group = buffer.group;
+        self.buf_id = buffer.id;
+        self.buf_generation = buffer.generation;
+        self.has_buffer = true;
         self
     }
 
@@ -227,28 +276,37 @@ impl CompletionPacket {
         Token::from_u64(self.op.get())
     }
 
-    /// The provided buffer this completion filled, if any.
+    /// Which operation it was.
     #[inline]
-    pub const fn buffer_id(&self) -> Option<u16> {
-        if self.flags & Self::F_BUFFER != 0 {
-            Some((self.flags >> Self::BUFFER_SHIFT) as u16)
-        } else {
-            None
-        }
-    }
-
-    /// Which delivery of its buffer this completion reports: the reactor
-    /// counts the deliveries of each buffer id from 1, so that an older
-    /// packet naming the same id is told apart. 0 names no delivery.
-    #[inline]
-    pub const fn buffer_generation(&self) -> u32 {
-        self.buf_generation
+    pub const fn tag(&self) -> OpTag {
+        self.tag
     }
 
     /// Whether the operation will post more completions.
     #[inline]
     pub const fn more(&self) -> bool {
-        self.flags & Self::F_MORE != 0
+        self.more
+    }
+
+    /// The provided buffer this completion filled, if any.
+    #[inline]
+    pub const fn buffer(&self) -> Option<BufferRef> {
+        if self.has_buffer {
+            Some(BufferRef {
+                group: self.buf_group,
+                id: self.buf_id,
+                generation: self.buf_generation,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// The new fd a successful accept's result is, lent to whoever drained
+    /// the packet.
+    #[inline]
+    pub const fn accepted_fd(&self) -> Option<i32> {
+        if matches!(self.tag, OpTag::Accept) && self.result >= 0 { Some(self.result) } else { None }
     }
 }
 
@@ -297,29 +355,40 @@ mod tests {
     #[test]
     fn completion_round_trips_op_and_buffer() {
         let op = Token::new(u32::MAX, 0xdead_beef);
-        let c = CompletionPacket::new(op, 9, 64, (513 << 16) | 3, 2);
+        let buf = BufferRef { group: 2, id: 513, generation: 1 };
+        let c = CompletionPacket::new(op, OpTag::Recv, 64).with_more(true).with_buffer(buf);
         assert_eq!(c.op(), op);
-        assert_eq!(c.buffer_id(), Some(513));
+        assert_eq!(c.buffer(), Some(buf));
         assert!(c.more());
         let p = Packet::completion(Token::new(1, 1), c);
         assert_eq!(p.status(), 0);
-        let e = Packet::completion(Token::new(1, 1), CompletionPacket::new(op, 9, -9, 0, 0));
+        let e = Packet::completion(Token::new(1, 1), CompletionPacket::new(op, OpTag::Recv, -9));
         assert_eq!(e.status(), -9);
-        assert_eq!(e.as_completion().unwrap().buffer_id(), None);
+        assert_eq!(e.as_completion().unwrap().buffer(), None);
+        assert!(!e.as_completion().unwrap().more());
     }
 
     #[test]
-    fn buffer_generation_round_trips_and_tells_deliveries_apart() {
+    fn buffer_generation_tells_deliveries_apart() {
         let op = Token::new(3, 4);
-        let flags = (9 << 16) | CompletionPacket::F_BUFFER;
-        let old = CompletionPacket::new(op, 9, 64, flags, 1);
-        assert_eq!(old.buffer_generation(), 0);
-        let old = old.with_buffer_generation(1);
-        let new = old.with_buffer_generation(u32::MAX);
-        assert_eq!((new.buffer_id(), new.buffer_generation()), (Some(9), u32::MAX));
+        let old = CompletionPacket::new(op, OpTag::Recv, 64).with_buffer(BufferRef {
+            group: 1,
+            id: 9,
+            generation: 1,
+        });
+        let new = old.with_buffer(BufferRef { group: 1, id: 9, generation: u32::MAX });
+        assert_eq!(new.buffer().map(|b| (b.id, b.generation)), Some((9, u32::MAX)));
         assert_ne!(old, new, "two deliveries of one buffer are different packets");
         let p = Packet::completion(Token::new(1, 1), new);
         assert_eq!(p.as_completion(), Some(new));
+    }
+
+    #[test]
+    fn only_a_successful_accept_carries_an_fd() {
+        let op = Token::new(1, 1);
+        assert_eq!(CompletionPacket::new(op, OpTag::Accept, 7).accepted_fd(), Some(7));
+        assert_eq!(CompletionPacket::new(op, OpTag::Accept, -24).accepted_fd(), None);
+        assert_eq!(CompletionPacket::new(op, OpTag::Read, 7).accepted_fd(), None);
     }
 
     #[test]

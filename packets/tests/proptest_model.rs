@@ -14,7 +14,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tally_packets::{
-    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, PacketQueue,
+    CompletionPacket, Count, CountedSignal, OpTag, Packet, PacketKind, PacketList, PacketQueue,
     ProcessSignalPacket, Raised, SignalPacket, Signals, TimerPacket, Token,
 };
 
@@ -90,8 +90,9 @@ fn packet() -> impl Strategy<Value = Packet> {
             };
             Packet::new(key, status, PacketKind::Signal(s))
         }),
-        2 => (key(), any::<i32>(), any::<u32>()).prop_map(|(key, result, flags)| {
-            Packet::completion(key, CompletionPacket::new(Token::new(9, 9), 3, result, flags, 0))
+        2 => (key(), any::<i32>(), any::<bool>()).prop_map(|(key, result, more)| {
+            let c = CompletionPacket::new(Token::new(9, 9), OpTag::Write, result).with_more(more);
+            Packet::completion(key, c)
         }),
         2 => (key(), any::<u8>()).prop_map(|(key, b)| Packet::user(key, [b; 32])),
         1 => (key(), any::<u64>(), count()).prop_map(|(key, id, n)| {

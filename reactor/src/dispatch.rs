@@ -13,7 +13,8 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use tally_packets::{
-    CompletionPacket, Count, CountedSignal, Packet, PacketList, PacketQueue, Signals, Token,
+    BufferRef, CompletionPacket, Count, CountedSignal, OpTag, Packet, PacketList, PacketQueue,
+    Signals, Token,
 };
 
 use crate::metrics::Counters;
@@ -21,7 +22,7 @@ use crate::op::{Op, OpId, OpKind};
 use crate::reactor::{Config, WAKE_TOKEN};
 use crate::remote::{Remote, Shared};
 use crate::slab::GenSlab;
-use crate::sys::{Cqe, Driver, uring};
+use crate::sys::{Cqe, Driver};
 use crate::syscall;
 use crate::teardown::{Lent, free_lent, lend, reclaim};
 
@@ -115,7 +116,7 @@ pub(crate) struct OpSlot {
     /// leaves the list in O(1) when it finishes.
     pub(crate) reg_index: usize,
     pub(crate) kind: OpKind,
-    pub(crate) opcode: u8,
+    pub(crate) tag: OpTag,
     pub(crate) state: OpState,
     /// Set when the op is (re)armed, cleared by its first completion.
     pub(crate) armed_fresh: bool,
@@ -133,7 +134,7 @@ impl OpSlot {
         reg: Token::from_u64(0),
         reg_index: 0,
         kind: OpKind::Nop,
-        opcode: 0,
+        tag: OpTag::Nop,
         state: OpState::InFlight,
         armed_fresh: true,
         instant_ends: 0,
@@ -225,10 +226,11 @@ impl Core {
         // The vacant slot's kind is a Nop, which owns nothing: skip its drop.
         std::mem::forget(std::mem::replace(&mut op.kind, kind));
         slot.ops.push(token);
+        op.tag = op.kind.tag();
         // SAFETY: the op's resources live in its slab slot until its final
         // completion: deregistration and cancellation only mark it
         // Cancelled, and Drop waits for every op the kernel holds.
-        op.opcode = unsafe { self.driver.submit(token, &mut op.kind) };
+        unsafe { self.driver.submit(token, &mut op.kind) };
         self.counters.submissions += 1;
         self.fresh_submissions = true;
         Ok(token)
@@ -338,7 +340,7 @@ impl Core {
             self.reserved(token, cqe);
             return;
         }
-        let more = cqe.flags & CompletionPacket::F_MORE != 0;
+        let more = cqe.more();
         let Some(op) = self.ops.get_mut(token) else {
             self.counters.stale_completions += 1;
             return;
@@ -361,7 +363,7 @@ impl Core {
         } else {
             // A plain one-shot op (nop, read, send, ...): one packet, and
             // it is over. One-shot ops select no provided buffers.
-            let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, 0);
+            let c = CompletionPacket::new(token, op.tag, cqe.result).with_more(more);
             reg.may_lend |= Lent::of(&c).is_some();
             if reg.enqueue(Packet::completion(reg_token, c)) {
                 // Overflow: kept (nothing is lost).
@@ -421,7 +423,7 @@ impl Core {
         let Some(op) = self.ops.get_mut(token) else { return };
         reclaim(&mut self.driver, &op.kind, cqe);
         self.counters.reclaimed += 1;
-        if cqe.flags & CompletionPacket::F_MORE == 0 {
+        if !cqe.more() {
             let (reg, index) = (op.reg, op.reg_index);
             if let Some(r) = self.regs.get_mut(reg) {
                 unlink(&mut self.ops, r, token, index);
@@ -433,19 +435,17 @@ impl Core {
 
 /// Marks the provided buffer a fresh completion names (if it names one) as
 /// delivered to registration `reg`, with the completion's length, and
-/// returns the generation of that delivery for its packet.
+/// describes that delivery for its packet.
 #[inline]
-fn take_buffer(driver: &mut Driver, group: Option<u16>, cqe: Cqe, reg: Token) -> u32 {
-    let Some(group) = group.filter(|_| cqe.flags & CompletionPacket::F_BUFFER != 0) else {
-        return 0;
-    };
-    let bid = (cqe.flags >> 16) as u16;
-    driver.buf_ring(group).map_or(0, |ring| ring.taken(bid, cqe.result, reg.as_u64()))
+fn take_buffer(driver: &mut Driver, group: Option<u16>, cqe: Cqe, reg: Token) -> Option<BufferRef> {
+    let (group, id) = (group?, cqe.buffer_id()?);
+    let generation = driver.buf_ring(group)?.taken(id, cqe.result, reg.as_u64());
+    (generation != 0).then_some(BufferRef { group, id, generation })
 }
 
 /// What a delivered completion means for its op.
 enum End {
-    /// More completions follow (`F_MORE`).
+    /// More completions follow.
     More,
     /// One arming of a multishot op ended, not the op: re-arm it later.
     Paused,
@@ -465,7 +465,7 @@ fn watched(
     counters: &mut Counters,
     buf_cap: u32,
 ) -> End {
-    let more = cqe.flags & CompletionPacket::F_MORE != 0;
+    let more = cqe.more();
     let multishot = op.kind.is_multishot();
     let first_since_armed = std::mem::replace(&mut op.armed_fresh, false);
     let mut deliver = true;
@@ -473,7 +473,7 @@ fn watched(
     let mut refused = None;
     if let OpKind::Poll { fd, .. } = op.kind {
         if cqe.result >= 0 {
-            let observed = uring::poll_signals(cqe.result as u32);
+            let observed = cqe.readiness();
             reg.local_signal = CountedSignal::fold(reg.local_signal, observed, 1);
             deliver = false;
         }
@@ -508,17 +508,15 @@ fn watched(
         }
     }
     let buf_group = op.kind.buf_group().map(|g| g.0);
-    let generation = take_buffer(driver, buf_group, cqe, op.reg);
+    let buffer = take_buffer(driver, buf_group, cqe, op.reg);
     // A registration at its buffer cap stops its receive (back pressure
     // of its own, on a ring the others share) until it gives some back.
     let mut stop = false;
-    if generation != 0 {
+    if buffer.is_some() {
         reg.bufs_held += 1;
         stop = reg.bufs_held >= buf_cap;
     }
-    // Packets of ops that select no buffers report group 0.
-    let group = buf_group.unwrap_or(0);
-    // The end of one arming of a multishot op (no F_MORE) that is not the
+    // The end of one arming of a multishot op (no "more") that is not the
     // end of the op itself: we stopped it for back pressure, or the kernel
     // ran out of provided buffers. Pause it and deliver nothing; it re-arms
     // once the registration is drained and buffers are back.
@@ -531,8 +529,10 @@ fn watched(
     }
     let reg_token = op.reg;
     if deliver {
-        let c = CompletionPacket::new(token, op.opcode, cqe.result, cqe.flags, group)
-            .with_buffer_generation(generation);
+        let mut c = CompletionPacket::new(token, op.tag, cqe.result).with_more(more);
+        if let Some(buffer) = buffer {
+            c = c.with_buffer(buffer);
+        }
         reg.may_lend |= Lent::of(&c).is_some();
         if reg.enqueue(Packet::completion(reg_token, c)) {
             // Overflow: kept (nothing is lost), and back pressure.
@@ -545,7 +545,7 @@ fn watched(
         op.state = OpState::Stopping;
     }
     if let Some(errno) = refused {
-        let c = CompletionPacket::new(token, op.opcode, -errno, 0, group);
+        let c = CompletionPacket::new(token, op.tag, -errno);
         if reg.enqueue(Packet::completion(reg_token, c)) {
             counters.queue_overflows += 1;
         }

@@ -62,6 +62,6 @@ pub use registration::{Packets, Registration};
 pub use remote::{RemoteWaker, Sender, Signaler};
 pub use sys::Features;
 pub use tally_packets::{
-    CompletionPacket, Count, CountedSignal, Packet, PacketKind, PacketList, ProcessSignalPacket,
-    Raised, SignalPacket, Signals, TimerPacket, Token,
+    BufferRef, CompletionPacket, Count, CountedSignal, OpTag, Packet, PacketKind, PacketList,
+    ProcessSignalPacket, Raised, SignalPacket, Signals, TimerPacket, Token,
 };

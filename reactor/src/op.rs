@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use tally_packets::{PacketList, Signals, Token};
+use tally_packets::{OpTag, PacketList, Signals, Token};
 
 use crate::buf_ring::BufGroup;
 
@@ -253,6 +253,24 @@ impl OpKind {
         }
     }
 
+    /// The tag its completion packets carry.
+    #[inline]
+    pub(crate) fn tag(&self) -> OpTag {
+        match self {
+            OpKind::Nop => OpTag::Nop,
+            OpKind::Read { .. } => OpTag::Read,
+            OpKind::Write { .. } => OpTag::Write,
+            OpKind::Recv { .. } | OpKind::RecvMulti { .. } => OpTag::Recv,
+            OpKind::Send { .. } => OpTag::Send,
+            OpKind::Accept { .. } => OpTag::Accept,
+            OpKind::Connect { .. } => OpTag::Connect,
+            OpKind::Close { .. } => OpTag::Close,
+            OpKind::Shutdown { .. } => OpTag::Shutdown,
+            OpKind::Timeout { .. } => OpTag::Timeout,
+            OpKind::Poll { .. } => OpTag::Poll,
+        }
+    }
+
     pub(crate) fn is_multishot(&self) -> bool {
         matches!(
             self,
@@ -285,9 +303,10 @@ impl OpKind {
         }
     }
 
-    /// Whether a successful completion's result is an fd the receiver owns.
+    /// Whether a successful completion's result is an fd the receiver owns
+    /// (the rule `CompletionPacket::accepted_fd` applies to packets).
     pub(crate) fn yields_fd(&self) -> bool {
-        matches!(self, OpKind::Accept { .. })
+        self.tag() == OpTag::Accept
     }
 
     /// Whether the caller gets something back with `reclaim`.

@@ -136,19 +136,19 @@ impl Registration {
     /// it was delivered to another registration, or if the packet is a
     /// stale copy: the buffer went back to the kernel and was delivered
     /// again since, to a later packet that names the same buffer id with a
-    /// newer [`buffer_generation`](CompletionPacket::buffer_generation).
+    /// newer [`generation`](tally_packets::BufferRef::generation).
     ///
     /// The buffer's length is what the kernel reported when it delivered
     /// the buffer, as the reactor recorded it, never the packet's `result`
     /// (a public field that safe code may change).
     pub fn buffer(&self, completion: &CompletionPacket) -> Option<RecvBuf> {
-        let bid = completion.buffer_id()?;
+        let b = completion.buffer()?;
         let mut core = self.inner.core.borrow_mut();
-        let ring = core.driver.buf_ring(completion.buf_group)?;
-        let ptr = ring.buf_ptr(bid)?;
-        let len = ring.claim(bid, completion.buffer_generation(), self.token.as_u64())?;
+        let ring = core.driver.buf_ring(b.group)?;
+        let ptr = ring.buf_ptr(b.id)?;
+        let len = ring.claim(b.id, b.generation, self.token.as_u64())?;
         drop(core);
-        Some(RecvBuf { inner: self.inner.clone(), group: completion.buf_group, bid, ptr, len })
+        Some(RecvBuf { inner: self.inner.clone(), group: b.group, bid: b.id, ptr, len })
     }
 
     /// Hands the provided buffer a completion names back to the kernel

@@ -16,8 +16,6 @@ use crate::slab::GenSlab;
 use crate::sys::{Cqe, Driver};
 use crate::syscall;
 
-const IORING_OP_ACCEPT: u8 = io_uring::opcode::Accept::CODE;
-
 /// Things that must be dropped after the core borrow ends: a dropped waker
 /// may drop a task, whose drop may touch the reactor again.
 #[derive(Default)]
@@ -175,7 +173,7 @@ impl Core {
                 }
                 let Some(op) = self.ops.get_mut(token) else { continue };
                 reclaim(&mut self.driver, &op.kind, cqe);
-                if cqe.flags & CompletionPacket::F_MORE == 0 {
+                if !cqe.more() {
                     op.kind.settle(cqe.result);
                     self.ops.remove(token);
                 }
@@ -208,11 +206,11 @@ impl Lent {
     /// What `c`, a completion the reactor itself queued, carries.
     #[inline]
     pub(crate) fn of(c: &CompletionPacket) -> Option<Lent> {
-        if c.opcode == IORING_OP_ACCEPT && c.result >= 0 {
-            return Some(Lent::Fd(c.result));
+        if let Some(fd) = c.accepted_fd() {
+            return Some(Lent::Fd(fd));
         }
-        let bid = c.buffer_id()?;
-        Some(Lent::Buffer { group: c.buf_group, bid, generation: c.buffer_generation() })
+        let b = c.buffer()?;
+        Some(Lent::Buffer { group: b.group, bid: b.id, generation: b.generation })
     }
 
     /// Closes the fd, or hands the buffer back to the kernel unless it was
@@ -272,8 +270,7 @@ pub(crate) fn reclaim(driver: &mut Driver, kind: &OpKind, cqe: Cqe) {
     if kind.yields_fd() && cqe.result >= 0 {
         syscall::close_fd(cqe.result);
     }
-    if cqe.flags & CompletionPacket::F_BUFFER != 0 {
-        let bid = (cqe.flags >> 16) as u16;
+    if let Some(bid) = cqe.buffer_id() {
         if let Some(ring) = kind.buf_group().and_then(|g| driver.buf_ring(g.0)) {
             // The ring still counts the buffer as the kernel's: mark it
             // delivered to nobody (tag 0 is no registration's), then give

@@ -101,7 +101,7 @@ fn buffers_named_by_a_dropped_list_go_back_to_the_ring_at_the_next_drain() {
         deadline.check(&reactor, "twenty rounds over a two-buffer ring");
         tx.write_all(&[7u8; 64]).unwrap();
         let packets = util::gather_until(&reactor, &reg, "a filled buffer", |p| {
-            completions(p).iter().any(|c| c.buffer_id().is_some())
+            completions(p).iter().any(|c| c.buffer().is_some())
         });
         // Dropped without `buffer` or `release_buffer`.
         drop(packets);

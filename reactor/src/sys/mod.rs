@@ -20,17 +20,63 @@ pub(crate) mod uring;
 use std::io;
 use std::time::Duration;
 
-use tally_packets::Token;
+use tally_packets::{Signals, Token};
 
 use crate::op::OpKind;
 use crate::reactor::Config;
 
-/// One completion, as a backend reports it.
+/// One completion, as a backend reports it: the `user_data` (token) it was
+/// submitted with, its result (bytes, an fd, a negated errno, or for a
+/// poll a `poll(2)` event mask), and flags in this module's own encoding:
+/// [`Cqe::MORE`], and [`Cqe::BUFFER`] with a buffer id in the upper 16
+/// bits. (The io_uring backend's CQE flags use the same bits, so it copies
+/// them unchanged; another backend builds them.)
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cqe {
     pub(crate) user_data: u64,
     pub(crate) result: i32,
     pub(crate) flags: u32,
+}
+
+impl Cqe {
+    /// The completion names a provided buffer, whose id is `flags >> 16`.
+    pub(crate) const BUFFER: u32 = 1 << 0;
+    /// More completions of the same (multishot) operation follow.
+    pub(crate) const MORE: u32 = 1 << 1;
+
+    /// Whether more completions of the operation follow.
+    #[inline]
+    pub(crate) fn more(&self) -> bool {
+        self.flags & Cqe::MORE != 0
+    }
+
+    /// The provided buffer the completion filled, if any.
+    #[inline]
+    pub(crate) fn buffer_id(&self) -> Option<u16> {
+        (self.flags & Cqe::BUFFER != 0).then_some((self.flags >> 16) as u16)
+    }
+
+    /// What a poll's result reports, decoded from its `poll(2)` mask
+    /// (which epoll's event bits match).
+    #[inline]
+    pub(crate) fn readiness(&self) -> Signals {
+        let revents = self.result as i16;
+        let mut s = Signals::NONE;
+        let map = [
+            (libc::POLLIN, Signals::READABLE),
+            (libc::POLLOUT, Signals::WRITABLE),
+            (libc::POLLPRI, Signals::PRIORITY),
+            (libc::POLLRDHUP, Signals::READ_CLOSED),
+            (libc::POLLHUP, Signals::READ_CLOSED | Signals::WRITE_CLOSED),
+            (libc::POLLERR, Signals::ERROR),
+        ];
+        for (bit, signal) in map {
+            if revents & bit != 0 {
+                s |= signal;
+            }
+        }
+        s
+    }
 }
 
 /// What the kernel under a backend can do. Tests consult it to skip, with a
@@ -92,7 +138,7 @@ impl Driver {
     /// `kind` must stay where it is, with its resources alive, until the
     /// operation's final completion has been reaped.
     #[inline]
-    pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) -> u8 {
+    pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) {
         match self {
             // SAFETY: forwarded from this function's contract.
             Driver::Uring(u) => unsafe { u.submit(token, kind) },

@@ -183,7 +183,7 @@ impl Uring {
     /// `kind` must stay where it is (its heap resources unmoved and alive)
     /// until the operation's final completion.
     #[inline]
-    pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) -> u8 {
+    pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) {
         const ACCEPT_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
         let ud = token.as_u64();
         // Each arm queues its own entry, so that it is written out from
@@ -245,18 +245,15 @@ impl Uring {
         }
     }
 
-    /// Tags `entry` with `user_data`, queues it, and returns its opcode.
+    /// Tags `entry` with `user_data` and queues it.
     ///
     /// # Safety
     ///
     /// As [`push`](Self::push).
     #[inline(always)]
-    unsafe fn queue(&mut self, entry: squeue::Entry, user_data: u64) -> u8 {
-        let entry = entry.user_data(user_data);
-        let opcode = entry.get_opcode() as u8;
+    unsafe fn queue(&mut self, entry: squeue::Entry, user_data: u64) {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.push(entry) };
-        opcode
+        unsafe { self.push(entry.user_data(user_data)) };
     }
 
     /// Asks the kernel to cancel the operation tagged `target`. The cancel's
@@ -320,7 +317,9 @@ impl Uring {
         }
     }
 
-    /// Copies every available CQE into `out`.
+    /// Copies every available CQE into `out`. The kernel's CQE flags use
+    /// the bits [`Cqe`] defines (see the test below), so they are copied
+    /// unchanged.
     pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
         let cq = self.ring.completion();
         out.reserve(cq.len());
@@ -411,26 +410,23 @@ pub(crate) fn poll_mask(interest: Signals) -> u32 {
     mask as u32
 }
 
-/// The signals a poll result mask reports.
-pub(crate) fn poll_signals(revents: u32) -> Signals {
-    let revents = revents as i16;
-    let mut s = Signals::NONE;
-    let map = [
-        (libc::POLLIN, Signals::READABLE),
-        (libc::POLLOUT, Signals::WRITABLE),
-        (libc::POLLPRI, Signals::PRIORITY),
-        (libc::POLLRDHUP, Signals::READ_CLOSED),
-        (libc::POLLHUP, Signals::READ_CLOSED | Signals::WRITE_CLOSED),
-        (libc::POLLERR, Signals::ERROR),
-    ];
-    for (bit, signal) in map {
-        if revents & bit != 0 {
-            s |= signal;
-        }
-    }
-    s
-}
-
 fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cqe;
+    use io_uring::cqueue;
+
+    /// `reap` copies the kernel's CQE flags unchanged into `Cqe`: the
+    /// neutral bits must be io_uring's.
+    #[test]
+    fn cqe_flags_are_io_urings() {
+        assert!(cqueue::more(Cqe::MORE) && !cqueue::more(Cqe::BUFFER));
+        let flags = Cqe::BUFFER | (513 << 16);
+        assert_eq!(cqueue::buffer_select(flags), Some(513));
+        assert_eq!(Cqe { user_data: 0, result: 0, flags }.buffer_id(), Some(513));
+        assert_eq!(cqueue::buffer_select(Cqe::MORE), None);
+    }
 }
