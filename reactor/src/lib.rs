@@ -42,8 +42,9 @@
 //! # }
 //! ```
 
-mod buf_ring;
-mod dispatch;
+mod buffers;
+mod config;
+mod core;
 mod metrics;
 mod op;
 mod reactor;
@@ -51,12 +52,10 @@ mod registration;
 mod remote;
 mod slab;
 mod sys;
-mod syscall;
-mod teardown;
 
-pub use buf_ring::{BufGroup, RecvBuf};
+pub use buffers::RecvBuf;
 pub use metrics::Metrics;
-pub use op::{Cancel, Op, OpId};
+pub use op::{BufGroup, Cancel, Op, OpId};
 pub use reactor::{Builder, Reactor};
 pub use registration::{Packets, Registration};
 pub use remote::{RemoteWaker, Sender, Signaler};

@@ -21,7 +21,17 @@ use std::time::Duration;
 
 use tally_packets::{OpTag, PacketList, Signals, Token};
 
-use crate::buf_ring::BufGroup;
+/// A group of provided buffers, created by
+/// [`Reactor::buf_ring`](crate::Reactor::buf_ring).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct BufGroup(pub(crate) u16);
+
+impl BufGroup {
+    /// The kernel's buffer group id.
+    pub fn id(self) -> u16 {
+        self.0
+    }
+}
 
 /// The token of a submitted operation. Completion packets carry it in
 /// [`CompletionPacket::op`](tally_packets::CompletionPacket::op).
@@ -112,7 +122,7 @@ pub(crate) enum OpKind {
         how: i32,
     },
     Timeout {
-        ts: Box<io_uring::types::Timespec>,
+        ts: Box<KernelTimespec>,
     },
     Poll {
         fd: RawFd,
@@ -125,7 +135,26 @@ pub(crate) enum OpKind {
     },
 }
 
-/// `u64::MAX` means "the current file position" to io_uring reads and writes.
+/// A relative time in the kernel's `struct __kernel_timespec` layout, which
+/// the kernel reads for a timeout (io_uring's, or a timerfd's). Boxed in
+/// its op, so that it stays put until the op's final completion.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KernelTimespec {
+    pub(crate) tv_sec: i64,
+    pub(crate) tv_nsec: i64,
+}
+
+impl From<Duration> for KernelTimespec {
+    /// Saturates: a duration past `i64::MAX` seconds is `i64::MAX` seconds,
+    /// not a negative time that would expire at once.
+    fn from(d: Duration) -> KernelTimespec {
+        let tv_sec = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        KernelTimespec { tv_sec, tv_nsec: i64::from(d.subsec_nanos()) }
+    }
+}
+
+/// `u64::MAX` means "the current file position" to reads and writes.
 const CURRENT_POSITION: u64 = u64::MAX;
 
 impl Op {
@@ -198,7 +227,7 @@ impl Op {
 
     /// Completes after `after` with result `-ETIME`.
     pub fn timeout(after: Duration) -> Op {
-        Op { kind: OpKind::Timeout { ts: Box::new(after.into()) } }
+        Op { kind: OpKind::Timeout { ts: Box::new(KernelTimespec::from(after)) } }
     }
 
     /// Completes once, when `fd` shows any of `interest`, with a signal

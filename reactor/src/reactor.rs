@@ -14,39 +14,21 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_packets::{Signals, Token};
+use tally_packets::Signals;
 
-use crate::buf_ring::BufGroup;
-use crate::dispatch::Core;
+use crate::config::Config;
+use crate::core::{Core, Inner};
 use crate::metrics::Metrics;
-use crate::op::{Op, OpKind};
+use crate::op::{BufGroup, Op, OpKind};
 use crate::registration::Registration;
 use crate::remote::{Remote, RemoteWaker};
-use crate::sys::{Driver, Features};
-use crate::syscall;
-
-/// `user_data` of the remote wake-up read on the eventfd.
-pub(crate) const WAKE_TOKEN: Token = Token::reserved(0);
-/// `user_data` of cancel requests, whose own completions are ignored.
-pub(crate) const CANCEL_TOKEN: u64 = Token::reserved(1).as_u64();
+use crate::sys::{Driver, Features, syscall};
 
 /// How long a turn watches for a remote notification before it blocks:
 /// well below the cost of a kernel wake-up plus the sleep and reschedule
 /// around it, and long enough for a producer in a raise loop to come back
 /// after the reactor took its word.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(5);
-
-/// Settings fixed when the reactor is built.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) entries: u32,
-    pub(crate) queue_cap: usize,
-    pub(crate) user_cap: usize,
-    pub(crate) buf_cap: u32,
-    pub(crate) defer_taskrun: bool,
-    pub(crate) coop_taskrun: bool,
-    pub(crate) assert_drained: bool,
-}
 
 /// Builds a [`Reactor`].
 ///
@@ -190,14 +172,6 @@ impl Builder {
 #[derive(Clone)]
 pub struct Reactor {
     pub(crate) inner: Rc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) core: RefCell<Core>,
-    pub(crate) remote: Arc<Remote>,
-    /// Registrations dropped while the core was borrowed: deregistered at
-    /// the start of the next turn.
-    pub(crate) deferred: RefCell<Vec<Token>>,
 }
 
 impl Reactor {
@@ -401,20 +375,10 @@ impl fmt::Debug for Reactor {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.remote.shut_down();
-        let core = self.core.get_mut();
-        for token in std::mem::take(self.deferred.get_mut()) {
-            drop(core.deregister(token));
-        }
-        core.shut_down();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WAKE_TOKEN;
     use tally_packets::PacketList;
 
     /// Review finding 8: a wake read that fails every time it is armed

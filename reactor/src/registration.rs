@@ -11,9 +11,9 @@ use std::task::{Context, Poll};
 
 use tally_packets::{CompletionPacket, PacketList, Token};
 
-use crate::buf_ring::RecvBuf;
+use crate::buffers::RecvBuf;
+use crate::core::Inner;
 use crate::op::{Cancel, Op, OpId};
-use crate::reactor::Inner;
 use crate::remote::{Sender, Signaler};
 
 /// A registration with a [`Reactor`](crate::Reactor). `!Send` and `!Sync`.

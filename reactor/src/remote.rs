@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tally_packets::{CountedSignal, Raised, Signals, Token};
 
-use crate::syscall;
+use crate::sys::syscall;
 
 /// State shared between a reactor and every handle that can wake it.
 pub(crate) struct Remote {

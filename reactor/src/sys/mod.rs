@@ -1,8 +1,9 @@
 //! The OS boundary: every backend lives below here, one per module.
 //!
-//! The front end (`reactor.rs`) owns all semantics: tokens and generations,
+//! The core (`core/`) owns all semantics: tokens and generations,
 //! registrations, back pressure, cancellation, remote wake-ups. A backend is
-//! thin. Each one provides:
+//! thin, and imports nothing above `sys/` but the operation it is handed
+//! (`op.rs`) and the settings (`config.rs`), two leaves. Each one provides:
 //!
 //! * `submit(token, &mut OpKind)`: start an operation, tagged with `token`,
 //!   whose completion(s) come back as [`Cqe`]s with that `user_data`;
@@ -15,6 +16,7 @@
 //!
 //! The backend is chosen at run time with an enum, never `dyn`.
 
+pub(crate) mod syscall;
 pub(crate) mod uring;
 
 use std::io;
@@ -22,8 +24,8 @@ use std::time::Duration;
 
 use tally_packets::{Signals, Token};
 
+use crate::config::Config;
 use crate::op::OpKind;
-use crate::reactor::Config;
 
 /// One completion, as a backend reports it: the `user_data` (token) it was
 /// submitted with, its result (bytes, an fd, a negated errno, or for a

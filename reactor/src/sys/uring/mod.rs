@@ -14,8 +14,14 @@ use tally_packets::{Signals, Token};
 pub(crate) use buf_ring::BufRing;
 
 use super::{Cqe, Features};
-use crate::op::OpKind;
-use crate::reactor::{CANCEL_TOKEN, Config};
+use crate::op::{KernelTimespec, OpKind};
+
+const _: () = assert!(
+    std::mem::size_of::<KernelTimespec>() == std::mem::size_of::<Timespec>()
+        && std::mem::align_of::<KernelTimespec>() == std::mem::align_of::<Timespec>(),
+    "KernelTimespec must have io_uring's Timespec layout"
+);
+use crate::config::{CANCEL_TOKEN, Config};
 
 pub(crate) struct Uring {
     ring: IoUring,
@@ -232,7 +238,12 @@ impl Uring {
                     self.queue(opcode::Shutdown::new(Fd(*fd), *how).build(), ud)
                 }
                 OpKind::Timeout { ts } => {
-                    self.queue(opcode::Timeout::new(&**ts as *const Timespec).build(), ud)
+                    // io_uring's Timespec is a transparent wrapper of the
+                    // kernel's __kernel_timespec, as KernelTimespec is
+                    // (their sizes are checked below); the kernel reads the
+                    // 16 bytes behind the pointer, nothing else.
+                    let ts = (&**ts as *const KernelTimespec).cast::<Timespec>();
+                    self.queue(opcode::Timeout::new(ts).build(), ud)
                 }
                 OpKind::Poll { fd, interest, multishot } => {
                     let poll = opcode::PollAdd::new(Fd(*fd), poll_mask(*interest));

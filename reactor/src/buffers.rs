@@ -1,24 +1,12 @@
-//! Provided buffers, as users see them: [`BufGroup`] names a ring of
-//! buffers, and [`RecvBuf`] lends one buffer out of it until dropped.
+//! Provided buffers, as users see them: [`RecvBuf`] lends one buffer out
+//! of its group (a [`BufGroup`](crate::BufGroup)) until dropped.
 
 use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
-use crate::reactor::Inner;
-
-/// A group of provided buffers, created by
-/// [`Reactor::buf_ring`](crate::Reactor::buf_ring).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct BufGroup(pub(crate) u16);
-
-impl BufGroup {
-    /// The kernel's buffer group id.
-    pub fn id(self) -> u16 {
-        self.0
-    }
-}
+use crate::core::Inner;
 
 /// One received buffer, lent out of its ring. Dropping it hands the buffer
 /// back to the kernel.
