@@ -16,6 +16,7 @@
 //!
 //! The backend is chosen at run time with an enum, never `dyn`.
 
+pub(crate) mod buffers;
 pub(crate) mod syscall;
 pub(crate) mod uring;
 
@@ -25,7 +26,9 @@ use std::time::Duration;
 use tally_packets::{Signals, Token};
 
 use crate::config::Config;
+
 use crate::op::OpKind;
+use buffers::{BufPool, Feed};
 
 /// One completion, as a backend reports it: the `user_data` (token) it was
 /// submitted with, its result (bytes, an fd, a negated errno, or for a
@@ -106,32 +109,40 @@ pub struct Features {
     pub buf_ring: bool,
 }
 
-/// The backend in use.
-pub(crate) enum Driver {
+/// The backend in use, and the buffer groups its receives fill.
+pub(crate) struct Driver {
+    backend: Backend,
+    /// Dropped after `backend`: a group's memory outlives the ring that
+    /// the kernel fills it through.
+    pools: Vec<BufPool>,
+}
+
+enum Backend {
     Uring(uring::Uring),
 }
 
 impl Driver {
     pub(crate) fn new(config: &Config) -> io::Result<Driver> {
-        uring::Uring::new(config).map(Driver::Uring)
+        let backend = Backend::Uring(uring::Uring::new(config)?);
+        Ok(Driver { backend, pools: Vec::new() })
     }
 
     pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Driver::Uring(_) => "io_uring",
+        match &self.backend {
+            Backend::Uring(_) => "io_uring",
         }
     }
 
     pub(crate) fn features(&self) -> Features {
-        match self {
-            Driver::Uring(u) => u.features(),
+        match &self.backend {
+            Backend::Uring(u) => u.features(),
         }
     }
 
     /// Kernel entries made so far, whatever their reason.
     pub(crate) fn enters(&self) -> u64 {
-        match self {
-            Driver::Uring(u) => u.enters(),
+        match &self.backend {
+            Backend::Uring(u) => u.enters(),
         }
     }
 
@@ -141,66 +152,81 @@ impl Driver {
     /// operation's final completion has been reaped.
     #[inline]
     pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) {
-        match self {
+        match &mut self.backend {
             // SAFETY: forwarded from this function's contract.
-            Driver::Uring(u) => unsafe { u.submit(token, kind) },
+            Backend::Uring(u) => unsafe { u.submit(token, kind) },
         }
     }
 
     pub(crate) fn cancel(&mut self, token: Token) {
-        match self {
-            Driver::Uring(u) => u.cancel(token),
+        match &mut self.backend {
+            Backend::Uring(u) => u.cancel(token),
         }
     }
 
     pub(crate) fn enter(&mut self, wait: bool, timeout: Option<Duration>) -> io::Result<bool> {
-        match self {
-            Driver::Uring(u) => u.enter(wait, timeout),
+        match &mut self.backend {
+            Backend::Uring(u) => u.enter(wait, timeout),
         }
     }
 
     pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
-        match self {
-            Driver::Uring(u) => u.reap(out),
+        match &mut self.backend {
+            Backend::Uring(u) => u.reap(out),
         }
     }
 
     pub(crate) fn flush_overflow(&mut self) -> bool {
-        match self {
-            Driver::Uring(u) => u.flush_overflow(),
+        match &mut self.backend {
+            Backend::Uring(u) => u.flush_overflow(),
         }
     }
 
     /// Whether the kernel has completions waiting to be posted for us
     /// (deferred task work) or overflowed ones to flush.
     pub(crate) fn kernel_has_work(&mut self) -> bool {
-        match self {
-            Driver::Uring(u) => u.kernel_has_work(),
+        match &mut self.backend {
+            Backend::Uring(u) => u.kernel_has_work(),
         }
     }
 
     pub(crate) fn has_completions(&mut self) -> bool {
-        match self {
-            Driver::Uring(u) => u.has_completions(),
+        match &mut self.backend {
+            Backend::Uring(u) => u.has_completions(),
         }
     }
 
+    /// Creates a buffer group of `entries` buffers of `buf_size` bytes and
+    /// returns its id.
     pub(crate) fn add_buf_ring(&mut self, entries: u16, buf_size: u32) -> io::Result<u16> {
-        match self {
-            Driver::Uring(u) => u.add_buf_ring(entries, buf_size),
-        }
+        let group = u16::try_from(self.pools.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "too many buffer groups"))?;
+        BufPool::check(entries, buf_size)?;
+        let pool = match &mut self.backend {
+            Backend::Uring(u) => {
+                let feed = Feed::Kernel(uring::KernelRing::new(entries)?);
+                let pool = BufPool::new(entries, buf_size, feed)?;
+                let Feed::Kernel(ring) = &pool.feed;
+                // SAFETY: the ring lives in `self.pools`, which drops after
+                // the backend (field order), or is leaked.
+                unsafe { u.register_buf_ring(ring, group)? };
+                pool
+            }
+        };
+        self.pools.push(pool);
+        Ok(group)
     }
 
-    /// Leaks every buffer ring (see `Uring::leak_buf_rings`).
+    /// Leaks every buffer group, memory and all: for a shutdown that gave
+    /// up waiting on the kernel, which may still write into them.
     pub(crate) fn leak_buf_rings(&mut self) {
-        match self {
-            Driver::Uring(u) => u.leak_buf_rings(),
+        std::mem::forget(std::mem::take(&mut self.pools));
+        match &mut self.backend {
+            Backend::Uring(u) => u.forget_buf_groups(),
         }
     }
 
-    pub(crate) fn buf_ring(&mut self, group: u16) -> Option<&mut uring::BufRing> {
-        match self {
-            Driver::Uring(u) => u.buf_ring(group),
-        }
+    pub(crate) fn buf_ring(&mut self, group: u16) -> Option<&mut BufPool> {
+        self.pools.get_mut(group as usize)
     }
 }

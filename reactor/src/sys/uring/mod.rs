@@ -11,7 +11,7 @@ use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, opcode, squeue};
 use tally_packets::{Signals, Token};
 
-pub(crate) use buf_ring::BufRing;
+pub(crate) use buf_ring::KernelRing;
 
 use super::{Cqe, Features};
 use crate::op::{KernelTimespec, OpKind};
@@ -29,7 +29,8 @@ pub(crate) struct Uring {
     /// SQEs that found the SQ full while the kernel was busy: flushed, in
     /// order, before the next enter. Never grows in steady state.
     backlog: Vec<squeue::Entry>,
-    buf_rings: Vec<BufRing>,
+    /// Buffer groups registered with the ring, unregistered on drop.
+    buf_groups: Vec<u16>,
     /// `io_uring_enter` calls made so far, for metrics.
     enters: u64,
     /// DEFER_TASKRUN without COOP_TASKRUN's TASKRUN_FLAG: completions wait
@@ -108,7 +109,7 @@ impl Uring {
             ring,
             features,
             backlog: Vec::new(),
-            buf_rings: Vec::new(),
+            buf_groups: Vec::new(),
             enters: 0,
             defer_unflagged: defer && !coop,
         })
@@ -364,41 +365,42 @@ impl Uring {
     }
 
     /// Registers a new provided-buffer ring and returns its group id.
-    pub(crate) fn add_buf_ring(&mut self, entries: u16, buf_size: u32) -> io::Result<u16> {
-        let group = u16::try_from(self.buf_rings.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "too many buffer groups"))?;
-        let ring = BufRing::new(group, entries, buf_size)?;
-        // SAFETY: the ring memory lives in `self.buf_rings` until this
-        // backend is dropped, after the io_uring itself.
+    /// Registers `ring` as buffer group `group`.
+    ///
+    /// # Safety
+    ///
+    /// `ring` must stay mapped until this backend is dropped (the io_uring
+    /// closed).
+    pub(crate) unsafe fn register_buf_ring(
+        &mut self,
+        ring: &KernelRing,
+        group: u16,
+    ) -> io::Result<()> {
+        // SAFETY: forwarded from this function's contract.
         unsafe {
             self.ring.submitter().register_buf_ring_with_flags(
-                ring.ring_addr(),
+                ring.addr(),
                 ring.entries(),
                 group,
                 0,
             )?
         };
-        self.buf_rings.push(ring);
-        Ok(group)
+        self.buf_groups.push(group);
+        Ok(())
     }
 
-    pub(crate) fn buf_ring(&mut self, group: u16) -> Option<&mut BufRing> {
-        self.buf_rings.get_mut(group as usize)
-    }
-
-    /// Leaks every buffer ring, memory and all: for a shutdown that gave up
-    /// waiting on the kernel, which may still write into them.
-    pub(crate) fn leak_buf_rings(&mut self) {
-        std::mem::forget(std::mem::take(&mut self.buf_rings));
+    /// The buffer groups' memory was leaked: leave them registered.
+    pub(crate) fn forget_buf_groups(&mut self) {
+        self.buf_groups.clear();
     }
 }
 
 impl Drop for Uring {
     fn drop(&mut self) {
         // Unregister before the ring memory goes; the io_uring fd closes
-        // after this body, and the buffer rings drop after that.
-        for ring in &self.buf_rings {
-            let _ = self.ring.submitter().unregister_buf_ring(ring.group);
+        // after this body, and the buffer rings (the Driver's) after that.
+        for &group in &self.buf_groups {
+            let _ = self.ring.submitter().unregister_buf_ring(group);
         }
     }
 }
