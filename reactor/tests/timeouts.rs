@@ -31,3 +31,19 @@ fn a_turn_with_duration_max_blocks_until_woken() {
     // (the wake-up read re-arming, a signal), never a spin.
     assert!(turns <= 5, "{turns} turns before the wake-up: the turn did not block");
 }
+
+/// `Op::timeout(Duration::MAX)` once became a negative `tv_sec`, which the
+/// kernel refuses (EINVAL) at once; a timeout past what a timespec holds
+/// now saturates, and means "not in this process's lifetime".
+#[test]
+fn a_timeout_op_of_duration_max_does_not_fire() {
+    let reactor = Reactor::new().unwrap();
+    let reg = reactor.register();
+    let op = reg.submit(tally_reactor::Op::timeout(Duration::MAX)).unwrap();
+    for _ in 0..5 {
+        reactor.turn(Some(Duration::from_millis(5))).unwrap();
+        let got = reg.try_drain();
+        assert!(got.is_empty(), "a Duration::MAX timeout completed: {got:?}");
+    }
+    assert!(matches!(reg.cancel(op), tally_reactor::Cancel::Cancelled(_)));
+}
