@@ -45,12 +45,14 @@
 //! assert_eq!(seen, 10_000);
 //! ```
 
+mod context;
 mod executor;
 pub mod net;
 pub mod signal;
 mod task;
 mod test_executor;
 pub mod time;
+mod timers;
 
 pub use executor::{Builder, LocalReactor, reactor, spawn};
 pub use task::{JoinError, JoinHandle};

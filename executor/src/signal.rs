@@ -41,7 +41,7 @@ use tally_reactor::{
     Count, Packet, PacketKind, PacketList, ProcessSignalPacket, Registration, Signals,
 };
 
-use crate::executor;
+use crate::context;
 
 /// `sizeof(struct signalfd_siginfo)`.
 const SIGINFO_SIZE: usize = 128;
@@ -107,7 +107,7 @@ pub fn signals(signos: &[i32]) -> io::Result<ProcessSignals> {
     }
     // SAFETY: signalfd just returned `fd`, owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let reg = executor::current().reactor.register_fd(fd.as_raw_fd(), Signals::READABLE)?;
+    let reg = context::current().reactor.register_fd(fd.as_raw_fd(), Signals::READABLE)?;
     Ok(ProcessSignals { reg, fd, counts: Vec::new() })
 }
 

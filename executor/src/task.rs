@@ -1,15 +1,10 @@
-//! Tasks: their slots, their `Send + Sync` wakers, and [`JoinHandle`].
+//! Join handles: [`JoinHandle`], [`JoinError`], and the join state a task
+//! shares with its handle.
 //!
-//! A task is three allocations made once at spawn: the boxed future, the
-//! `Arc` that backs its waker, and the `Rc` its [`JoinHandle`] shares.
-//! Polling and waking allocate nothing.
-//!
-//! A waker carries the task's id, the id of the executor that owns it, and a
-//! `scheduled` flag. Waking sets the flag; only the wake that sets it queues
-//! the task, so a task woken N times before it runs is polled once. On the
-//! owning thread, while its executor runs, the id goes straight onto the
-//! local run queue; from anywhere else it goes onto the executor's remote
-//! queue and the reactor is woken (one kernel wake-up per crank at most).
+//! The task itself (its slot, its `Send + Sync` waker) is stored in the
+//! executor's core, `context.rs`, which this module reaches to abort a task;
+//! the core sees a task's join state only through
+//! [`JoinNotify`].
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -17,92 +12,9 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
-use tally_reactor::RemoteWaker;
-
-use crate::executor::{self, Executor};
-
-/// A task's index in the executor's slab plus a generation, so that a stale
-/// waker never schedules a newer task that reuses the slot.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct TaskId {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
-}
-
-impl TaskId {
-    /// The future passed to `block_on`, which lives outside the slab.
-    pub(crate) const MAIN: TaskId = TaskId { index: u32::MAX, generation: u32::MAX };
-}
-
-/// What other threads share with an executor.
-pub(crate) struct Shared {
-    pub(crate) executor_id: u64,
-    /// Tasks woken from other threads, drained once per crank.
-    pub(crate) remote: Mutex<Vec<TaskId>>,
-    pub(crate) reactor: RemoteWaker,
-}
-
-/// The waker behind every task (and behind `block_on`'s future).
-pub(crate) struct TaskWaker {
-    pub(crate) id: TaskId,
-    /// Set by the wake that queues the task; cleared just before it is
-    /// polled, so that a wake during the poll queues it again.
-    pub(crate) scheduled: AtomicBool,
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl TaskWaker {
-    pub(crate) fn new(id: TaskId, shared: Arc<Shared>, scheduled: bool) -> TaskWaker {
-        TaskWaker { id, scheduled: AtomicBool::new(scheduled), shared }
-    }
-
-    fn schedule(&self) {
-        // AcqRel: the waker's writes before waking are visible to the poll
-        // that follows, and only one wake wins the false→true edge.
-        if self.scheduled.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if executor::push_local(self.shared.executor_id, self.id) {
-            return;
-        }
-        if self.id != TaskId::MAIN {
-            self.shared.remote.lock().push(self.id);
-        }
-        // A reactor that is gone has no tasks left to run.
-        let _ = self.shared.reactor.wake();
-    }
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.schedule();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.schedule();
-    }
-}
-
-/// A spawned task, as the executor stores it.
-pub(crate) struct TaskSlot {
-    pub(crate) generation: u32,
-    /// `None` while the task is being polled.
-    pub(crate) future: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    /// The task's waker state; each poll's `Waker` is made from it.
-    pub(crate) header: Arc<TaskWaker>,
-    pub(crate) join: Rc<dyn JoinNotify>,
-}
-
-/// The executor's view of a task's join state, whatever its output type.
-pub(crate) trait JoinNotify {
-    fn is_aborted(&self) -> bool;
-    fn finish_err(&self, err: JoinError);
-}
+use crate::context::{Core, JoinNotify, TaskId};
 
 /// Why a task produced no output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +38,7 @@ impl fmt::Display for JoinError {
 impl std::error::Error for JoinError {}
 
 impl JoinError {
-    pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> JoinError {
+    fn from_panic(payload: Box<dyn Any + Send>) -> JoinError {
         let msg = match payload.downcast::<String>() {
             Ok(s) => *s,
             Err(payload) => match payload.downcast::<&'static str>() {
@@ -149,11 +61,11 @@ pub(crate) struct JoinInner<T> {
     waker: RefCell<Option<Waker>>,
     aborted: Cell<bool>,
     pub(crate) task: Cell<TaskId>,
-    executor: Weak<Executor>,
+    executor: Weak<Core>,
 }
 
 impl<T> JoinInner<T> {
-    pub(crate) fn new(executor: Weak<Executor>) -> JoinInner<T> {
+    pub(crate) fn new(executor: Weak<Core>) -> JoinInner<T> {
         JoinInner {
             state: RefCell::new(JoinState::Running),
             waker: RefCell::new(None),
@@ -183,8 +95,12 @@ impl<T> JoinNotify for JoinInner<T> {
         self.aborted.get()
     }
 
-    fn finish_err(&self, err: JoinError) {
-        self.finish(Err(err));
+    fn cancelled(&self) {
+        self.finish(Err(JoinError::Cancelled));
+    }
+
+    fn panicked(&self, payload: Box<dyn Any + Send>) {
+        self.finish(Err(JoinError::from_panic(payload)));
     }
 }
 

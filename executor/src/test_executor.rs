@@ -6,7 +6,7 @@ use std::io;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use crate::executor::{Builder, Executor, LocalReactor};
+use crate::executor::{Builder, LocalReactor};
 use crate::task::JoinHandle;
 
 /// An executor whose clock moves only when told to.
@@ -58,23 +58,23 @@ impl TestExecutor {
     /// progress without the clock moving or an outside event; polls
     /// `future` whenever it is woken. Never blocks.
     pub fn run_until_stalled<F: Future + Unpin>(&self, future: &mut F) -> Poll<F::Output> {
-        Executor::run_until_stalled(&self.local.exec, future)
+        self.local.exec.run_until_stalled(future)
     }
 
     /// Moves the fake clock forward. Timers now due fire at the next
     /// [`run_until_stalled`](Self::run_until_stalled).
     pub fn advance(&self, by: Duration) {
-        self.local.exec.clock.advance(by);
+        self.local.exec.core.clock.advance(by);
     }
 
     /// The fake clock's time.
     pub fn now(&self) -> Instant {
-        self.local.exec.clock.now()
+        self.local.exec.core.clock.now()
     }
 
     /// How many timers are armed.
     pub fn pending_timers(&self) -> usize {
-        self.local.exec.timers.borrow().len()
+        self.local.exec.core.timers.borrow().len()
     }
 
     /// The underlying local reactor.

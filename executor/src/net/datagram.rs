@@ -25,7 +25,7 @@ use tally_reactor::{Op, PacketList, Registration, Signals};
 
 use super::stream::CancelOnDrop;
 use super::waiters::{Waiter, Waiters};
-use crate::executor;
+use crate::context;
 
 /// Readiness for one non-blocking fd.
 ///
@@ -50,7 +50,7 @@ fn itself(waiters: &mut Waiters) -> &mut Waiters {
 
 impl Readiness {
     fn new(fd: RawFd) -> io::Result<Readiness> {
-        let reactor = executor::current().reactor.clone();
+        let reactor = context::current().reactor.clone();
         let readable = reactor.register_with(Signals::READABLE);
         readable.submit(Op::poll_multi(fd, Signals::READABLE))?;
         Ok(Readiness {

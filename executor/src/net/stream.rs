@@ -13,7 +13,7 @@ use tally_reactor::{
 };
 
 use super::waiters::{Waiter, Waiters};
-use crate::executor;
+use crate::context;
 
 /// Bytes per write op.
 const WRITE_MAX: usize = 64 * 1024;
@@ -122,7 +122,7 @@ impl Drop for CancelOnDrop<'_> {
 impl StreamIo {
     /// Wraps a connected socket. Must run inside an executor.
     pub(crate) fn new(fd: OwnedFd) -> StreamIo {
-        let exec = executor::current();
+        let exec = context::current();
         StreamIo {
             fd: Some(fd),
             rd: exec.reactor.register(),
@@ -463,7 +463,7 @@ impl Acceptor {
 
     pub(crate) fn new() -> Acceptor {
         Acceptor {
-            reg: executor::current().reactor.register(),
+            reg: context::current().reactor.register(),
             op: None,
             ready: VecDeque::new(),
             err: None,

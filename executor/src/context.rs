@@ -1,0 +1,322 @@
+//! The executor running on this thread, and [`Core`]: the part of an
+//! executor that its tasks, wakers, timers and sockets reach.
+//!
+//! This is the bottom of the executor: it imports no other module of this
+//! crate but `timers.rs`, and everything else reaches the running executor
+//! through it, so imports run one way: the crank (`executor.rs`), join
+//! handles (`task.rs`), sleeps (`time.rs`), sockets and signals sit above.
+//! The task table, the run queue and the wakers live here together because
+//! they need each other: `spawn` reaches the table through the thread-local,
+//! and a waker consults the thread-local to find its run queue.
+//!
+//! A task is three allocations made once at spawn: the boxed future, the
+//! `Arc` that backs its waker, and the `Rc` its
+//! [`JoinHandle`](crate::JoinHandle) shares. Polling and waking allocate
+//! nothing.
+//!
+//! A waker carries the task's id, the id of the executor that owns it, and a
+//! `scheduled` flag. Waking sets the flag; only the wake that sets it queues
+//! the task, so a task woken N times before it runs is polled once. On the
+//! owning thread, while its executor runs, the id goes straight onto the
+//! local run queue; from anywhere else it goes onto the executor's remote
+//! queue and the reactor is woken (one kernel wake-up per crank at most).
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Wake;
+
+use parking_lot::Mutex;
+use tally_reactor::{BufGroup, Reactor, RemoteWaker};
+
+use crate::timers::{Clock, Timers};
+
+/// Buffers in the shared receive ring.
+const RECV_BUFFERS: u16 = 1024;
+/// Bytes per receive buffer.
+const RECV_BUFFER_SIZE: u32 = 4096;
+
+static NEXT_EXECUTOR_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The executor running on this thread, if any.
+    static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+}
+
+/// The executor running on this thread.
+///
+/// # Panics
+///
+/// Panics when no tally executor is running on this thread.
+pub(crate) fn current() -> Rc<Core> {
+    try_current().expect(
+        "no tally executor is running on this thread: call this inside LocalReactor::block_on",
+    )
+}
+
+/// The executor running on this thread, if any.
+pub(crate) fn try_current() -> Option<Rc<Core>> {
+    CURRENT.with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
+}
+
+/// Queues `id` on the local run queue if executor `executor_id` is running
+/// on this thread. Returns false otherwise.
+fn push_local(executor_id: u64, id: TaskId) -> bool {
+    CURRENT
+        .try_with(|c| {
+            let Ok(c) = c.try_borrow() else { return false };
+            match c.as_ref() {
+                Some(exec) if exec.id == executor_id => {
+                    if id != TaskId::MAIN {
+                        exec.run_queue.borrow_mut().push_back(id);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        })
+        .unwrap_or(false)
+}
+
+/// A task's index in the executor's slab plus a generation, so that a stale
+/// waker never schedules a newer task that reuses the slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TaskId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl TaskId {
+    /// The future passed to `block_on`, which lives outside the slab.
+    pub(crate) const MAIN: TaskId = TaskId { index: u32::MAX, generation: u32::MAX };
+}
+
+/// What other threads share with an executor.
+pub(crate) struct Shared {
+    pub(crate) executor_id: u64,
+    /// Tasks woken from other threads, drained once per crank.
+    pub(crate) remote: Mutex<Vec<TaskId>>,
+    pub(crate) reactor: RemoteWaker,
+}
+
+/// The waker behind every task (and behind `block_on`'s future).
+pub(crate) struct TaskWaker {
+    pub(crate) id: TaskId,
+    /// Set by the wake that queues the task; cleared just before it is
+    /// polled, so that a wake during the poll queues it again.
+    pub(crate) scheduled: AtomicBool,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl TaskWaker {
+    pub(crate) fn new(id: TaskId, shared: Arc<Shared>, scheduled: bool) -> TaskWaker {
+        TaskWaker { id, scheduled: AtomicBool::new(scheduled), shared }
+    }
+
+    fn schedule(&self) {
+        // AcqRel: the waker's writes before waking are visible to the poll
+        // that follows, and only one wake wins the false→true edge.
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if push_local(self.shared.executor_id, self.id) {
+            return;
+        }
+        if self.id != TaskId::MAIN {
+            self.shared.remote.lock().push(self.id);
+        }
+        // A reactor that is gone has no tasks left to run.
+        let _ = self.shared.reactor.wake();
+    }
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.schedule();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.schedule();
+    }
+}
+
+/// A spawned task, as the executor stores it.
+pub(crate) struct TaskSlot {
+    pub(crate) generation: u32,
+    /// `None` while the task is being polled.
+    pub(crate) future: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    /// The task's waker state; each poll's `Waker` is made from it.
+    pub(crate) header: Arc<TaskWaker>,
+    pub(crate) join: Rc<dyn JoinNotify>,
+}
+
+/// The executor's view of a task's join state, whatever its output type.
+pub(crate) trait JoinNotify {
+    /// Whether the task's handle asked for it to be aborted.
+    fn is_aborted(&self) -> bool;
+    /// The task was cancelled (aborted, or its executor dropped) before it
+    /// finished.
+    fn cancelled(&self);
+    /// The task panicked with `payload`.
+    fn panicked(&self, payload: Box<dyn Any + Send>);
+}
+
+/// The state of one executor that its tasks, wakers, timers and sockets
+/// reach, through [`current`] or a `Weak` they keep. The crank that drives
+/// it is `executor.rs`'s.
+pub(crate) struct Core {
+    pub(crate) id: u64,
+    pub(crate) reactor: Reactor,
+    pub(crate) tasks: RefCell<slab::Slab<TaskSlot>>,
+    /// Generation of each task slot, bumped when its task ends.
+    generations: RefCell<Vec<u32>>,
+    pub(crate) run_queue: RefCell<VecDeque<TaskId>>,
+    pub(crate) timers: RefCell<Timers>,
+    pub(crate) clock: Clock,
+    pub(crate) shared: Arc<Shared>,
+    /// Set while `block_on` runs, to refuse nesting.
+    running: Cell<bool>,
+    /// The provided-buffer ring stream reads share, made on first use;
+    /// `Some(None)` when the kernel has none to give.
+    recv_group: Cell<Option<Option<BufGroup>>>,
+}
+
+impl Core {
+    /// The core of a new executor on `reactor`, with its own id.
+    pub(crate) fn new(reactor: Reactor, clock: Clock) -> Rc<Core> {
+        let id = NEXT_EXECUTOR_ID.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            executor_id: id,
+            remote: Mutex::new(Vec::new()),
+            reactor: reactor.remote_waker(),
+        });
+        Rc::new(Core {
+            id,
+            reactor,
+            tasks: RefCell::new(slab::Slab::new()),
+            generations: RefCell::new(Vec::new()),
+            run_queue: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(Timers::new()),
+            clock,
+            shared,
+            running: Cell::new(false),
+            recv_group: Cell::new(None),
+        })
+    }
+
+    /// Stores a new task in the slab and returns its id. The caller queues
+    /// it.
+    pub(crate) fn insert_task(
+        &self,
+        future: Pin<Box<dyn Future<Output = ()>>>,
+        join: Rc<dyn JoinNotify>,
+    ) -> TaskId {
+        let mut tasks = self.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        let index = entry.key() as u32;
+        let mut generations = self.generations.borrow_mut();
+        if generations.len() <= index as usize {
+            generations.resize(index as usize + 1, 1);
+        }
+        let id = TaskId { index, generation: generations[index as usize] };
+        let header = Arc::new(TaskWaker::new(id, self.shared.clone(), true));
+        entry.insert(TaskSlot { generation: id.generation, future: Some(future), header, join });
+        id
+    }
+
+    /// Queues task `id` so that the executor notices it was aborted.
+    pub(crate) fn schedule_abort(&self, id: TaskId) {
+        let tasks = self.tasks.borrow();
+        if let Some(slot) = tasks.get(id.index as usize).filter(|s| s.generation == id.generation) {
+            if !slot.header.scheduled.swap(true, Ordering::AcqRel) {
+                drop(tasks);
+                self.run_queue.borrow_mut().push_back(id);
+            }
+        }
+    }
+
+    /// Takes task `id` out of the slab, if it is still alive, and bumps its
+    /// slot's generation.
+    pub(crate) fn remove_task(&self, id: TaskId) -> Option<TaskSlot> {
+        let mut tasks = self.tasks.borrow_mut();
+        tasks.get(id.index as usize).filter(|s| s.generation == id.generation)?;
+        let slot = tasks.remove(id.index as usize);
+        let mut generations = self.generations.borrow_mut();
+        let g = &mut generations[id.index as usize];
+        *g = g.wrapping_add(1).max(1);
+        Some(slot)
+    }
+
+    /// The buffer group stream reads receive into: 1024 buffers of 4 KiB
+    /// shared by every stream of this executor. `None` if the kernel lacks
+    /// provided-buffer rings or multishot recv.
+    pub(crate) fn recv_group(&self) -> Option<BufGroup> {
+        if let Some(group) = self.recv_group.get() {
+            return group;
+        }
+        let group = if self.reactor.features().multishot_recv {
+            self.reactor.buf_ring(RECV_BUFFERS, RECV_BUFFER_SIZE).ok()
+        } else {
+            None
+        };
+        self.recv_group.set(Some(group));
+        group
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Cancel the tasks that never finished, dropping their futures (and
+        // so their registrations) while the reactor is still alive.
+        let slots: Vec<TaskSlot> = self.tasks.get_mut().drain().collect();
+        for mut slot in slots {
+            drop(slot.future.take());
+            slot.join.cancelled();
+        }
+    }
+}
+
+/// Marks this thread as running `exec`; restores the previous state on drop.
+pub(crate) struct Enter {
+    exec: Rc<Core>,
+    previous: Option<Rc<Core>>,
+}
+
+impl Enter {
+    /// Makes `exec` this thread's running executor, until the guard drops.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `exec`, or another executor, is already running on this
+    /// thread: nested `block_on` would deadlock or stall it.
+    pub(crate) fn new(exec: &Rc<Core>) -> Enter {
+        assert!(
+            !exec.running.get(),
+            "LocalReactor::block_on called from inside a task of the same LocalReactor: nested \
+             block_on would deadlock; .await the future or tally::spawn it instead"
+        );
+        if let Some(other) = try_current() {
+            assert!(
+                !other.running.get(),
+                "block_on called while another tally executor runs on this thread: nested \
+                 block_on would stall it; .await the future instead"
+            );
+        }
+        exec.running.set(true);
+        let previous = CURRENT.with(|c| c.borrow_mut().replace(exec.clone()));
+        Enter { exec: exec.clone(), previous }
+    }
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        self.exec.running.set(false);
+        let previous = self.previous.take();
+        let _ = CURRENT.try_with(|c| *c.borrow_mut() = previous);
+    }
+}
