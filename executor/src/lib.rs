@@ -49,6 +49,7 @@ mod context;
 mod executor;
 pub mod net;
 pub mod signal;
+mod sys;
 mod task;
 mod test_executor;
 pub mod time;

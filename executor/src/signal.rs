@@ -42,6 +42,7 @@ use tally_reactor::{
 };
 
 use crate::context;
+use crate::sys::syscall;
 
 /// `sizeof(struct signalfd_siginfo)`.
 const SIGINFO_SIZE: usize = 128;
@@ -100,11 +101,8 @@ pub fn block(signos: &[i32]) -> io::Result<()> {
 pub fn signals(signos: &[i32]) -> io::Result<ProcessSignals> {
     block(signos)?;
     let set = sigset(signos)?;
-    // SAFETY: `set` is a valid sigset_t; -1 asks for a new fd.
-    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // `set` is a valid sigset_t; -1 asks for a new fd.
+    let fd = syscall!(signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
     // SAFETY: signalfd just returned `fd`, owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let reg = context::current().reactor.register_fd(fd.as_raw_fd(), Signals::READABLE)?;
@@ -161,17 +159,17 @@ impl ProcessSignals {
     fn read_all(&mut self) -> io::Result<()> {
         let mut buf = [0u8; SIGINFO_SIZE * 16];
         loop {
-            // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(()),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(e),
-                };
-            }
-            let n = n as usize;
+            // `buf` is valid for `buf.len()` bytes of writes.
+            let n = match syscall!(read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())) {
+                Ok(n) => n as usize,
+                Err(e) => {
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => Ok(()),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => Err(e),
+                    };
+                }
+            };
             for info in buf[..n].chunks_exact(SIGINFO_SIZE) {
                 let signo = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
                 match self.counts.iter_mut().find(|(s, _)| *s == signo) {

@@ -14,6 +14,7 @@ use tally_reactor::{
 
 use super::waiters::{Waiter, Waiters};
 use crate::context;
+use crate::sys::syscall;
 
 /// Bytes per write op.
 const WRITE_MAX: usize = 64 * 1024;
@@ -395,10 +396,8 @@ const LISTEN_BACKLOG: i32 = -1;
 /// calling `listen(2)` again on a listening socket only changes its
 /// backlog.
 pub(crate) fn widen_backlog(fd: RawFd) -> io::Result<()> {
-    // SAFETY: listen(2) takes no pointers; a bad fd is an error, not UB.
-    if unsafe { libc::listen(fd, LISTEN_BACKLOG) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // listen(2) takes no pointers; a bad fd is an error, not UB.
+    syscall!(listen(fd, LISTEN_BACKLOG))?;
     Ok(())
 }
 
@@ -409,8 +408,8 @@ pub(crate) fn widen_backlog(fd: RawFd) -> io::Result<()> {
 /// be bound again right away (std listeners set `SO_REUSEADDR`) and new
 /// connects are refused.
 fn stop_listening(fd: RawFd) {
-    // SAFETY: shutdown(2) takes no pointers; its errors change nothing.
-    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    // shutdown(2) takes no pointers; its errors change nothing.
+    let _ = syscall!(shutdown(fd, libc::SHUT_RDWR));
 }
 
 /// A listening socket's accept state: one multishot accept, armed on the

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::stream::{Acceptor, StreamIo, widen_backlog};
+use crate::sys;
 
 /// A TCP socket listening for connections.
 ///
@@ -146,14 +147,13 @@ impl TcpStream {
         let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
         for addr in addr.to_socket_addrs()? {
             let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-            // SAFETY: socket(2) takes no pointers; the result is checked.
-            let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-            if fd < 0 {
-                last = io::Error::last_os_error();
-                continue;
-            }
-            // SAFETY: socket just returned `fd`, owned by nothing else.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let fd = match sys::socket(family, libc::SOCK_STREAM) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
             match StreamIo::connect(fd, addr).await {
                 Ok(io) => return Ok(TcpStream { io }),
                 Err(e) => last = e,

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::stream::{Acceptor, StreamIo};
+use crate::sys::{self, syscall};
 
 /// A Unix-domain socket listening for connections.
 pub struct UnixListener {
@@ -110,22 +111,15 @@ impl UnixStream {
     /// Panics outside a running tally executor.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
         let (addr, len) = sockaddr_un(path.as_ref())?;
-        let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        // SAFETY: socket(2) takes no pointers; the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: socket just returned `fd`, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
         let mut backoff = Duration::from_micros(100);
         loop {
             let ptr = (&raw const addr).cast::<libc::sockaddr>();
-            // SAFETY: `ptr` points at a sockaddr_un valid for `len` bytes.
-            if unsafe { libc::connect(fd.as_raw_fd(), ptr, len) } == 0 {
-                return Ok(UnixStream::from_fd(fd));
-            }
-            let e = io::Error::last_os_error();
+            // `ptr` points at a sockaddr_un valid for `len` bytes.
+            let e = match syscall!(connect(fd.as_raw_fd(), ptr, len)) {
+                Ok(_) => return Ok(UnixStream::from_fd(fd)),
+                Err(e) => e,
+            };
             match e.raw_os_error() {
                 Some(libc::EINTR) => {}
                 Some(libc::EAGAIN) => {
