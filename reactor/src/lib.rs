@@ -54,6 +54,7 @@ mod slab;
 mod sys;
 
 pub use buffers::RecvBuf;
+pub use config::{Backend, Fallback};
 pub use metrics::Metrics;
 pub use op::{BufGroup, Cancel, Op, OpId};
 pub use reactor::{Builder, Reactor};

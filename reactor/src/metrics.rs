@@ -1,5 +1,7 @@
 //! [`Metrics`]: a snapshot of what a reactor has done.
 
+use crate::config::{Backend, Fallback};
+
 /// Counters since the reactor was built, plus a few gauges.
 ///
 /// Cumulative counters only grow. Take two snapshots and subtract to
@@ -7,11 +9,13 @@
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// The backend in use: `"io_uring"` (the only one so far).
-    pub backend: &'static str,
+    /// The backend in use: [`Backend::IoUring`] or [`Backend::Epoll`].
+    pub backend: Backend,
+    /// Why [`Backend::Auto`] chose epoll, if it had to.
+    pub fallback: Option<Fallback>,
     /// Calls to `turn`.
     pub turns: u64,
-    /// Kernel entries (`io_uring_enter` calls): the one a `turn` makes,
+    /// Kernel entries (`io_uring_enter` or `epoll_wait` calls): the one a `turn` makes,
     /// plus any made to flush a full submission queue or an overflowed
     /// completion queue.
     pub enters: u64,

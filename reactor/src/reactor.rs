@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use tally_packets::Signals;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::core::{Core, Inner};
 use crate::metrics::Metrics;
-use crate::op::{BufGroup, Op, OpKind};
+use crate::op::{BufGroup, Op};
 use crate::registration::Registration;
 use crate::remote::{Remote, RemoteWaker};
 use crate::sys::{Driver, Features, syscall};
@@ -37,7 +37,7 @@ const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(5);
 /// ```
 /// # fn main() -> std::io::Result<()> {
 /// let reactor = tally_reactor::Builder::new().entries(64).queue_cap(128).build()?;
-/// assert_eq!(reactor.metrics().backend, "io_uring");
+/// println!("running on {}", reactor.metrics().backend);
 /// # Ok(())
 /// # }
 /// ```
@@ -66,6 +66,7 @@ impl Builder {
                 defer_taskrun: true,
                 coop_taskrun: true,
                 assert_drained: false,
+                backend: Backend::Auto,
             },
         }
     }
@@ -125,6 +126,13 @@ impl Builder {
         self
     }
 
+    /// Which backend to run on (default [`Backend::Auto`]: io_uring, else
+    /// epoll; the environment variable `TALLY_BACKEND` overrides `Auto`).
+    pub fn backend(mut self, backend: Backend) -> Builder {
+        self.config.backend = backend;
+        self
+    }
+
     /// Creates the ring and arms the remote wake-up.
     ///
     /// # Errors
@@ -135,7 +143,7 @@ impl Builder {
     pub fn build(self) -> io::Result<Reactor> {
         let driver = Driver::new(&self.config)?;
         let remote = Arc::new(Remote::new()?);
-        let wake_op = OpKind::Read { fd: remote.eventfd(), buf: Vec::with_capacity(8), offset: 0 };
+        let wake_op = Op::read(remote.eventfd(), Vec::with_capacity(8)).kind;
         let mut core = Core::new(driver, remote.clone(), self.config, wake_op);
         core.arm_wake();
         Ok(Reactor {
@@ -275,7 +283,8 @@ impl Reactor {
         let core = self.inner.core.borrow();
         let c = &core.counters;
         Metrics {
-            backend: core.driver.name(),
+            backend: core.driver.backend(),
+            fallback: core.driver.fallback(),
             turns: c.turns,
             enters: core.driver.enters(),
             submissions: c.submissions,
@@ -393,7 +402,7 @@ mod tests {
         let real_wake = {
             let mut core = inner.core.borrow_mut();
             core.driver.cancel(WAKE_TOKEN);
-            OpKind::Read { fd: inner.remote.eventfd(), buf: Vec::with_capacity(8), offset: 0 }
+            Op::read(inner.remote.eventfd(), Vec::with_capacity(8)).kind
         };
         let start = Instant::now();
         while inner.core.borrow().wake_armed {
@@ -402,7 +411,7 @@ mod tests {
         }
         {
             let mut core = inner.core.borrow_mut();
-            core.wake_op = OpKind::Read { fd: -1, buf: Vec::with_capacity(8), offset: 0 };
+            core.wake_op = Op::read(-1, Vec::with_capacity(8)).kind;
             core.arm_wake();
         }
         let before = reactor.metrics().submissions;

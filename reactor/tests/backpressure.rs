@@ -183,6 +183,11 @@ fn an_undrained_registration_holds_at_most_its_buffer_cap() {
         deadline.check(&reactor, "the stalled registration's data after it gave buffers back");
         reactor.turn(Some(TICK)).unwrap();
         for c in completions(&stalled.try_drain()) {
+            if c.result == 0 {
+                // End of file may come in the same drain as the last bytes.
+                assert_eq!(received.len() as u64, DATA, "end of file before all the data");
+                continue;
+            }
             assert!(c.result > 0, "stalled recv: {}", util::errno(c.result));
             received.extend_from_slice(&stalled.buffer(&c).unwrap());
         }

@@ -29,6 +29,8 @@ use super::uring::KernelRing;
 pub(crate) enum Feed {
     /// A buffer ring registered with io_uring.
     Kernel(KernelRing),
+    /// Free buffer ids, for a backend that fills buffers itself (epoll).
+    User(Vec<u16>),
 }
 
 impl Feed {
@@ -37,12 +39,32 @@ impl Feed {
     fn push(&mut self, bid: u16, addr: u64, len: u32) {
         match self {
             Feed::Kernel(ring) => ring.push(bid, addr, len),
+            Feed::User(free) => free.push(bid),
         }
     }
 
     fn publish(&self) {
         match self {
             Feed::Kernel(ring) => ring.publish(),
+            Feed::User(_) => {}
+        }
+    }
+
+    /// A free buffer for a user-space filler to fill (the most recently
+    /// freed, still warm in cache). Its completion then names it, and the
+    /// core marks it delivered.
+    pub(crate) fn take_free(&mut self) -> Option<u16> {
+        match self {
+            Feed::Kernel(_) => None,
+            Feed::User(free) => free.pop(),
+        }
+    }
+
+    /// Hands back a buffer [`take_free`](Self::take_free) gave but that
+    /// nothing was written into.
+    pub(crate) fn give_back(&mut self, bid: u16) {
+        if let Feed::User(free) = self {
+            free.push(bid);
         }
     }
 }

@@ -17,6 +17,7 @@
 //! The backend is chosen at run time with an enum, never `dyn`.
 
 pub(crate) mod buffers;
+mod epoll;
 pub(crate) mod syscall;
 pub(crate) mod uring;
 
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use tally_packets::{Signals, Token};
 
-use crate::config::Config;
+use crate::config::{Backend, Config, Fallback};
 
 use crate::op::OpKind;
 use buffers::{BufPool, Feed};
@@ -111,38 +112,68 @@ pub struct Features {
 
 /// The backend in use, and the buffer groups its receives fill.
 pub(crate) struct Driver {
-    backend: Backend,
-    /// Dropped after `backend`: a group's memory outlives the ring that
+    engine: Engine,
+    /// Why `Backend::Auto` is on epoll, if it is.
+    fallback: Option<Fallback>,
+    /// Dropped after `engine`: a group's memory outlives the ring that
     /// the kernel fills it through.
     pools: Vec<BufPool>,
 }
 
-enum Backend {
+enum Engine {
     Uring(uring::Uring),
+    Epoll(epoll::Epoll),
 }
 
 impl Driver {
+    /// The backend `config` asks for (`Auto`: io_uring, else epoll).
+    ///
+    /// # Errors
+    ///
+    /// A forced io_uring that cannot start, with what failed and what to
+    /// do; epoll's own set-up failing; a bad `TALLY_BACKEND`.
     pub(crate) fn new(config: &Config) -> io::Result<Driver> {
-        let backend = Backend::Uring(uring::Uring::new(config)?);
-        Ok(Driver { backend, pools: Vec::new() })
+        let (engine, fallback) = match config.backend.resolve()? {
+            Backend::IoUring => {
+                let u = uring::Uring::new(config).map_err(io_uring_unavailable)?;
+                (Engine::Uring(u), None)
+            }
+            Backend::Epoll => (Engine::Epoll(epoll::Epoll::new()?), None),
+            _ => match uring::Uring::new(config) {
+                Ok(u) => (Engine::Uring(u), None),
+                Err(e) => {
+                    let errno = e.error.raw_os_error().unwrap_or(libc::EOPNOTSUPP);
+                    let fallback = Fallback { step: e.step, errno };
+                    (Engine::Epoll(epoll::Epoll::new()?), Some(fallback))
+                }
+            },
+        };
+        Ok(Driver { engine, fallback, pools: Vec::new() })
     }
 
-    pub(crate) fn name(&self) -> &'static str {
-        match &self.backend {
-            Backend::Uring(_) => "io_uring",
+    pub(crate) fn backend(&self) -> Backend {
+        match &self.engine {
+            Engine::Uring(_) => Backend::IoUring,
+            Engine::Epoll(_) => Backend::Epoll,
         }
     }
 
+    pub(crate) fn fallback(&self) -> Option<Fallback> {
+        self.fallback
+    }
+
     pub(crate) fn features(&self) -> Features {
-        match &self.backend {
-            Backend::Uring(u) => u.features(),
+        match &self.engine {
+            Engine::Uring(u) => u.features(),
+            Engine::Epoll(e) => e.features(),
         }
     }
 
     /// Kernel entries made so far, whatever their reason.
     pub(crate) fn enters(&self) -> u64 {
-        match &self.backend {
-            Backend::Uring(u) => u.enters(),
+        match &self.engine {
+            Engine::Uring(u) => u.enters(),
+            Engine::Epoll(e) => e.enters(),
         }
     }
 
@@ -152,47 +183,55 @@ impl Driver {
     /// operation's final completion has been reaped.
     #[inline]
     pub(crate) unsafe fn submit(&mut self, token: Token, kind: &mut OpKind) {
-        match &mut self.backend {
+        match &mut self.engine {
             // SAFETY: forwarded from this function's contract.
-            Backend::Uring(u) => unsafe { u.submit(token, kind) },
+            Engine::Uring(u) => unsafe { u.submit(token, kind) },
+            // SAFETY: as above.
+            Engine::Epoll(e) => unsafe { e.submit(token, kind, &mut self.pools) },
         }
     }
 
     pub(crate) fn cancel(&mut self, token: Token) {
-        match &mut self.backend {
-            Backend::Uring(u) => u.cancel(token),
+        match &mut self.engine {
+            Engine::Uring(u) => u.cancel(token),
+            Engine::Epoll(e) => e.cancel(token),
         }
     }
 
     pub(crate) fn enter(&mut self, wait: bool, timeout: Option<Duration>) -> io::Result<bool> {
-        match &mut self.backend {
-            Backend::Uring(u) => u.enter(wait, timeout),
+        match &mut self.engine {
+            Engine::Uring(u) => u.enter(wait, timeout),
+            Engine::Epoll(e) => e.enter(wait, timeout, &mut self.pools),
         }
     }
 
     pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
-        match &mut self.backend {
-            Backend::Uring(u) => u.reap(out),
+        match &mut self.engine {
+            Engine::Uring(u) => u.reap(out),
+            Engine::Epoll(e) => e.reap(out),
         }
     }
 
     pub(crate) fn flush_overflow(&mut self) -> bool {
-        match &mut self.backend {
-            Backend::Uring(u) => u.flush_overflow(),
+        match &mut self.engine {
+            Engine::Uring(u) => u.flush_overflow(),
+            Engine::Epoll(_) => false,
         }
     }
 
     /// Whether the kernel has completions waiting to be posted for us
     /// (deferred task work) or overflowed ones to flush.
     pub(crate) fn kernel_has_work(&mut self) -> bool {
-        match &mut self.backend {
-            Backend::Uring(u) => u.kernel_has_work(),
+        match &mut self.engine {
+            Engine::Uring(u) => u.kernel_has_work(),
+            Engine::Epoll(e) => e.has_completions(),
         }
     }
 
     pub(crate) fn has_completions(&mut self) -> bool {
-        match &mut self.backend {
-            Backend::Uring(u) => u.has_completions(),
+        match &mut self.engine {
+            Engine::Uring(u) => u.has_completions(),
+            Engine::Epoll(e) => e.has_completions(),
         }
     }
 
@@ -202,16 +241,18 @@ impl Driver {
         let group = u16::try_from(self.pools.len())
             .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "too many buffer groups"))?;
         BufPool::check(entries, buf_size)?;
-        let pool = match &mut self.backend {
-            Backend::Uring(u) => {
+        let pool = match &mut self.engine {
+            Engine::Uring(u) => {
                 let feed = Feed::Kernel(uring::KernelRing::new(entries)?);
                 let pool = BufPool::new(entries, buf_size, feed)?;
-                let Feed::Kernel(ring) = &pool.feed;
-                // SAFETY: the ring lives in `self.pools`, which drops after
-                // the backend (field order), or is leaked.
-                unsafe { u.register_buf_ring(ring, group)? };
+                if let Feed::Kernel(ring) = &pool.feed {
+                    // SAFETY: the ring lives in `self.pools`, which drops
+                    // after the backend (field order), or is leaked.
+                    unsafe { u.register_buf_ring(ring, group)? };
+                }
                 pool
             }
+            Engine::Epoll(_) => BufPool::new(entries, buf_size, epoll::Epoll::feed())?,
         };
         self.pools.push(pool);
         Ok(group)
@@ -221,12 +262,35 @@ impl Driver {
     /// up waiting on the kernel, which may still write into them.
     pub(crate) fn leak_buf_rings(&mut self) {
         std::mem::forget(std::mem::take(&mut self.pools));
-        match &mut self.backend {
-            Backend::Uring(u) => u.forget_buf_groups(),
+        if let Engine::Uring(u) = &mut self.engine {
+            u.forget_buf_groups();
         }
     }
 
     pub(crate) fn buf_ring(&mut self, group: u16) -> Option<&mut BufPool> {
         self.pools.get_mut(group as usize)
     }
+}
+
+/// The error a forced io_uring (`Backend::IoUring`, `TALLY_BACKEND=io_uring`)
+/// returns when the ring cannot be used: the step, the errno, the likely
+/// causes, and the way out.
+fn io_uring_unavailable(e: uring::SetupError) -> io::Error {
+    let causes = match e.error.raw_os_error() {
+        Some(libc::EPERM) => {
+            "a seccomp profile that blocks io_uring (Docker's and containerd's defaults \
+             do), or kernel.io_uring_disabled set to 1 or 2"
+        }
+        Some(libc::ENOSYS) => "a kernel built without io_uring, or a sandbox (gVisor) without it",
+        Some(libc::ENOMEM) => "RLIMIT_MEMLOCK too low for the ring (kernels before 5.12)",
+        _ => "a kernel too old for the features tally needs (Linux 5.19 or later)",
+    };
+    io::Error::new(
+        e.error.kind(),
+        format!(
+            "io_uring cannot be used: {} failed: {}. Likely cause: {causes}. \
+             Set TALLY_BACKEND=epoll (or Builder::backend(Backend::Epoll)) to run on epoll.",
+            e.step, e.error
+        ),
+    )
 }

@@ -39,6 +39,28 @@ pub(crate) struct Uring {
     defer_unflagged: bool,
 }
 
+/// A ring that could not be set up: which step failed, and how.
+pub(crate) struct SetupError {
+    pub(crate) step: &'static str,
+    pub(crate) error: io::Error,
+}
+
+/// The opcodes tally submits; a ring without one of them is not used.
+const REQUIRED: [(&str, u8); 12] = [
+    ("NOP", opcode::Nop::CODE),
+    ("READ", opcode::Read::CODE),
+    ("WRITE", opcode::Write::CODE),
+    ("RECV", opcode::Recv::CODE),
+    ("SEND", opcode::Send::CODE),
+    ("ACCEPT", opcode::Accept::CODE),
+    ("CONNECT", opcode::Connect::CODE),
+    ("CLOSE", opcode::Close::CODE),
+    ("SHUTDOWN", opcode::Shutdown::CODE),
+    ("TIMEOUT", opcode::Timeout::CODE),
+    ("POLL_ADD", opcode::PollAdd::CODE),
+    ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+];
+
 /// `IORING_ENTER_GETEVENTS`: run deferred task work and post completions.
 const ENTER_GETEVENTS: u32 = 1;
 
@@ -53,7 +75,11 @@ const STEPS: [(bool, bool, bool); 4] = [
 ];
 
 impl Uring {
-    pub(crate) fn new(config: &Config) -> io::Result<Uring> {
+    /// Sets up a ring with the size and flags the reactor will use, stepping
+    /// down through the flags an older kernel refuses, and checks that it
+    /// has every opcode tally submits.
+    pub(crate) fn new(config: &Config) -> Result<Uring, SetupError> {
+        let setup = |error| SetupError { step: "io_uring_setup", error };
         let mut last_err = None;
         for &(defer, coop, submit_all) in &STEPS {
             let defer = defer && config.defer_taskrun;
@@ -72,24 +98,36 @@ impl Uring {
             match builder.build(config.entries) {
                 Ok(ring) => return Uring::finish(ring, defer, coop, submit_all),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(setup(e)),
             }
         }
-        Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+        Err(setup(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))))
     }
 
-    fn finish(ring: IoUring, defer: bool, coop: bool, submit_all: bool) -> io::Result<Uring> {
+    fn finish(
+        ring: IoUring,
+        defer: bool,
+        coop: bool,
+        submit_all: bool,
+    ) -> Result<Uring, SetupError> {
+        let probe_error = |what: String| SetupError {
+            step: "probe",
+            error: io::Error::new(io::ErrorKind::Unsupported, what),
+        };
         let params = ring.params();
         if !params.is_feature_ext_arg() {
-            // The crank's timeout rides on IORING_ENTER_EXT_ARG (Linux 5.11);
-            // without it tally cannot run (there is no other backend yet).
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "io_uring lacks IORING_FEAT_EXT_ARG (needs Linux 5.11 or later)",
+            // The crank's timeout rides on IORING_ENTER_EXT_ARG (Linux 5.11).
+            return Err(probe_error(
+                "io_uring lacks IORING_FEAT_EXT_ARG (needs Linux 5.11 or later)".into(),
             ));
         }
         let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|error| SetupError { step: "probe", error })?;
+        if let Some((name, _)) = REQUIRED.iter().find(|(_, code)| !probe.is_supported(*code)) {
+            return Err(probe_error(format!("io_uring lacks the {name} opcode")));
+        }
         let features = Features {
             single_issuer_defer_taskrun: defer,
             coop_taskrun: coop,
