@@ -54,7 +54,9 @@ fn main() -> std::io::Result<()> {
     rt.block_on(async {
         let listener = TcpListener::bind(&addr)?;
         let local = listener.local_addr()?;
-        println!("echo server on {local} (backend {})", tally::reactor().metrics().backend);
+        let m = tally::reactor().metrics();
+        let why = m.fallback.map(|f| format!(", {f}")).unwrap_or_default();
+        println!("echo server on {local} (backend {}{why})", m.backend);
         let Some(clients) = self_test else {
             loop {
                 let (stream, _) = listener.accept().await?;

@@ -8,6 +8,11 @@ use tally::{LocalReactor, PacketKind, Signals};
 
 fn main() -> std::io::Result<()> {
     let rt = LocalReactor::new()?;
+    let m = rt.metrics();
+    match m.fallback {
+        Some(why) => println!("backend: {} ({why})", m.backend),
+        None => println!("backend: {}", m.backend),
+    }
     let reg = rt.register();
     let signaler = reg.signaler();
     const RAISES: u32 = 1_000_000;

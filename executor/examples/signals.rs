@@ -10,6 +10,11 @@ fn main() -> std::io::Result<()> {
     tally::signal::block(&[libc::SIGINT, libc::SIGTERM])?;
     let self_test = std::env::args().any(|a| a == "--self-test");
     let rt = LocalReactor::new()?;
+    let m = rt.metrics();
+    match m.fallback {
+        Some(why) => println!("backend: {} ({why})", m.backend),
+        None => println!("backend: {}", m.backend),
+    }
     rt.block_on(async {
         let mut sigs = tally::signal::signals(&[libc::SIGINT, libc::SIGTERM])?;
         println!("press Ctrl-C three times (pid {})", std::process::id());

@@ -8,6 +8,11 @@ use tally::time::{interval, sleep, timeout};
 
 fn main() -> std::io::Result<()> {
     let rt = LocalReactor::new()?;
+    let m = rt.metrics();
+    match m.fallback {
+        Some(why) => println!("backend: {} ({why})", m.backend),
+        None => println!("backend: {}", m.backend),
+    }
     rt.block_on(async {
         let start = Instant::now();
         sleep(Duration::from_millis(20)).await;

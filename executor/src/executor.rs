@@ -293,6 +293,13 @@ impl Builder {
         self
     }
 
+    /// Which backend the reactor runs on (default [`Backend::Auto`](tally_reactor::Backend::Auto):
+    /// io_uring, else epoll; `TALLY_BACKEND` overrides `Auto`).
+    pub fn backend(mut self, backend: tally_reactor::Backend) -> Builder {
+        self.reactor = self.reactor.backend(backend);
+        self
+    }
+
     /// Replaces the reactor settings wholesale.
     pub fn reactor(mut self, reactor: tally_reactor::Builder) -> Builder {
         self.reactor = reactor;

@@ -60,7 +60,8 @@ pub use task::{JoinError, JoinHandle};
 pub use test_executor::TestExecutor;
 
 pub use tally_reactor::{
-    BufGroup, CompletionPacket, Count, CountedSignal, Metrics, Op, OpId, Packet, PacketKind,
-    PacketList, Packets, ProcessSignalPacket, Raised, Reactor, RecvBuf, Registration, RemoteWaker,
-    Sender, SignalPacket, Signaler, Signals, TimerPacket, Token,
+    Backend, BufGroup, BufferRef, CompletionPacket, Count, CountedSignal, Fallback, Metrics, Op,
+    OpId, OpTag, Packet, PacketKind, PacketList, Packets, ProcessSignalPacket, Raised, Reactor,
+    RecvBuf, Registration, RemoteWaker, Sender, SignalPacket, Signaler, Signals, TimerPacket,
+    Token,
 };

@@ -1,6 +1,7 @@
 //! tally's per-thread completion reactor.
 //!
-//! A [`Reactor`] owns an io_uring and a slab of [`Registration`]s. Work
+//! A [`Reactor`] owns a backend (io_uring, or epoll where io_uring cannot
+//! start; see [`Backend`]) and a slab of [`Registration`]s. Work
 //! arrives at a registration as **packets** ([`Packet`]): completions of the
 //! [`Op`]s it submitted, and **counted signals**, where any number of
 //! readiness edges or remote raises between two drains fold into one packet
@@ -17,7 +18,9 @@
 //!   multishot operations pause until their registration is drained.
 //!
 //! The backend sits behind a private `sys` boundary and is chosen at run
-//! time; [`Metrics::backend`] says which.
+//! time ([`Builder::backend`], or `TALLY_BACKEND=io_uring|epoll`);
+//! [`Metrics::backend`] says which, and [`Metrics::fallback`] why `Auto`
+//! chose epoll.
 //!
 //! # Example
 //!

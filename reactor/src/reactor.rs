@@ -133,13 +133,19 @@ impl Builder {
         self
     }
 
-    /// Creates the ring and arms the remote wake-up.
+    /// Sets up the backend and arms the remote wake-up. With
+    /// [`Backend::Auto`], a ring that cannot be set up (`EPERM` under
+    /// seccomp, `ENOSYS`, `ENOMEM`, `EINVAL`) or lacks an opcode tally needs
+    /// means epoll, and [`Metrics::fallback`](crate::Metrics::fallback) says
+    /// why.
     ///
     /// # Errors
     ///
-    /// The ring cannot be created (`ENOSYS`, `EPERM` under seccomp, `ENOMEM`
-    /// from the memlock limit, or `Unsupported` on a kernel too old), or the
-    /// eventfd cannot be.
+    /// A forced [`Backend::IoUring`] that cannot start: the error names the
+    /// step (`io_uring_setup`), the errno, the likely causes and
+    /// `TALLY_BACKEND=epoll`. Also epoll or the eventfd failing to be
+    /// created, and a `TALLY_BACKEND` other than `io_uring`, `epoll` or
+    /// `auto`.
     pub fn build(self) -> io::Result<Reactor> {
         let driver = Driver::new(&self.config)?;
         let remote = Arc::new(Remote::new()?);
@@ -315,8 +321,8 @@ impl Reactor {
     ///
     /// # Errors
     ///
-    /// An error from `io_uring_enter` other than `EINTR`, `ETIME`, `EBUSY`
-    /// or `EAGAIN` (which only mean "reap now"), or an attempt to turn the
+    /// An error from `io_uring_enter` (or `epoll_wait`) other than `EINTR`,
+    /// `ETIME`, `EBUSY` or `EAGAIN` (which only mean "reap now"), or an attempt to turn the
     /// reactor from inside one of its own callbacks.
     pub fn turn(&self, timeout: Option<Duration>) -> io::Result<usize> {
         self.run_deferred();
