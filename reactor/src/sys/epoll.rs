@@ -65,6 +65,8 @@ pub(crate) struct Epoll {
     /// next enter without waiting for an edge.
     runnable: Vec<u64>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Timeouts pending (the heap may also hold cancelled ones).
+    live_timers: usize,
     events: Vec<libc::epoll_event>,
     /// Scratch for the waiters an event retries.
     scratch: Vec<u64>,
@@ -136,6 +138,7 @@ impl Epoll {
             ready: Vec::new(),
             runnable: Vec::new(),
             timers: BinaryHeap::new(),
+            live_timers: 0,
             events: Vec::with_capacity(256),
             scratch: Vec::new(),
             enters: 0,
@@ -207,6 +210,7 @@ impl Epoll {
                 return self.post(ud, result(ret as isize), 0);
             }
             OpKind::Timeout { ts } => {
+                self.live_timers += 1;
                 self.timers.push(Reverse((deadline(ts), ud)));
                 self.pending.insert(ud, Pending { fd: -1, work: Work::Timeout, events: 0 });
                 return;
@@ -361,6 +365,16 @@ impl Epoll {
         if let Some(op) = self.pending.remove(&ud) {
             self.unpark(ud, op.fd);
             self.post(ud, -libc::ECANCELED, 0);
+            if let Work::Timeout = op.work {
+                self.live_timers -= 1;
+                // A cancelled timer's heap entry stays until its deadline;
+                // drop such entries once they are most of the heap, so
+                // that cancelling long timeouts cannot grow it for ever.
+                if self.timers.len() > 64 && self.timers.len() > 2 * self.live_timers {
+                    let pending = &self.pending;
+                    self.timers.retain(|Reverse((_, t))| pending.contains_key(t));
+                }
+            }
         }
     }
 
@@ -488,6 +502,7 @@ impl Epoll {
             self.timers.pop();
             if let Some(Pending { work: Work::Timeout, .. }) = self.pending.get(&ud) {
                 self.pending.remove(&ud);
+                self.live_timers -= 1;
                 self.post(ud, -libc::ETIME, 0);
             }
         }
