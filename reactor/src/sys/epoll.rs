@@ -28,10 +28,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use tally_packets::{Signals, Token};
+use tally_packets::Token;
 
 use super::buffers::{BufPool, Feed};
-use super::{Cqe, Features};
+use super::{Cqe, Features, poll_mask};
 use crate::op::{KernelTimespec, OpKind};
 
 /// Completions one multishot operation makes per readiness edge before it
@@ -660,24 +660,6 @@ fn poll_now(fd: RawFd, mask: u32) -> u32 {
     } else {
         p.revents as u16 as u32 & (mask | (libc::POLLERR | libc::POLLHUP) as u32)
     }
-}
-
-/// The poll(2)/epoll mask for `interest` (their bits agree).
-fn poll_mask(interest: Signals) -> u32 {
-    let mut mask = 0;
-    if interest.contains(Signals::READABLE) {
-        mask |= libc::EPOLLIN;
-    }
-    if interest.contains(Signals::WRITABLE) {
-        mask |= libc::EPOLLOUT;
-    }
-    if interest.contains(Signals::PRIORITY) {
-        mask |= libc::EPOLLPRI;
-    }
-    if interest.contains(Signals::READ_CLOSED) {
-        mask |= libc::EPOLLRDHUP;
-    }
-    mask as u32
 }
 
 fn deadline(ts: &KernelTimespec) -> Instant {

@@ -85,6 +85,24 @@ impl Cqe {
     }
 }
 
+/// The `poll(2)` mask for `interest`; epoll's event bits are the same.
+pub(crate) fn poll_mask(interest: Signals) -> u32 {
+    let mut mask = 0;
+    if interest.contains(Signals::READABLE) {
+        mask |= libc::POLLIN;
+    }
+    if interest.contains(Signals::WRITABLE) {
+        mask |= libc::POLLOUT;
+    }
+    if interest.contains(Signals::PRIORITY) {
+        mask |= libc::POLLPRI;
+    }
+    if interest.contains(Signals::READ_CLOSED) {
+        mask |= libc::POLLRDHUP;
+    }
+    mask as u16 as u32
+}
+
 /// What the kernel under a backend can do. Tests consult it to skip, with a
 /// printed reason, what the running kernel lacks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

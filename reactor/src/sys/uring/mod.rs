@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, opcode, squeue};
-use tally_packets::{Signals, Token};
+use tally_packets::Token;
 
 pub(crate) use buf_ring::KernelRing;
 
-use super::{Cqe, Features};
+use super::{Cqe, Features, poll_mask};
 use crate::op::{KernelTimespec, OpKind};
 
 const _: () = assert!(
@@ -441,24 +441,6 @@ impl Drop for Uring {
             let _ = self.ring.submitter().unregister_buf_ring(group);
         }
     }
-}
-
-/// The poll mask for `interest`.
-pub(crate) fn poll_mask(interest: Signals) -> u32 {
-    let mut mask = 0;
-    if interest.contains(Signals::READABLE) {
-        mask |= libc::POLLIN;
-    }
-    if interest.contains(Signals::WRITABLE) {
-        mask |= libc::POLLOUT;
-    }
-    if interest.contains(Signals::PRIORITY) {
-        mask |= libc::POLLPRI;
-    }
-    if interest.contains(Signals::READ_CLOSED) {
-        mask |= libc::POLLRDHUP;
-    }
-    mask as u32
 }
 
 fn len32(len: usize) -> u32 {
