@@ -25,10 +25,12 @@ use crate::sys;
 /// JSON schema.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Engine {
-    /// `tally_reactor` on io_uring (until the executor exists: the reactor
-    /// API driven by hand).
+    /// tally on the reactor's default backend (`Backend::Auto`: io_uring
+    /// where the ring can be set up): the executor, or on W0, W1, W2 and W5
+    /// the reactor API driven by hand.
     Tally,
-    /// tally on its epoll fallback backend.
+    /// The `tally` case's own code on a reactor built with
+    /// `Backend::Epoll`, checked against its metrics at each run's set-up.
     TallyEpoll,
     /// A hand-written mio 1.x readiness loop.
     Mio,

@@ -1,6 +1,7 @@
 //! Benchmarks for tally: Criterion micro-benches of the hot operations
-//! (`benches/`), and the `compare` binary, which runs tally, a hand-written
-//! mio readiness loop, tokio and (on W3 and W4) monoio side by side on named
+//! (`benches/`), and the `compare` binary, which runs tally (on io_uring,
+//! and on W1 to W4 and W6 also on its epoll backend), a hand-written mio
+//! readiness loop, tokio and (on W3 and W4) monoio side by side on named
 //! workloads and prints tally's throughput ratios.
 //!
 //! This library holds what `compare` is made of:

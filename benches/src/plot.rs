@@ -1,7 +1,8 @@
-//! `--plot PATH.svg`: tally's throughput ratios as a horizontal bar chart
-//! (log scale, so that 2× faster and 2× slower are the same length), with
-//! each ratio's min-max over repetition pairs as a whisker, the line of
-//! parity at 1, and the target, where there is one, as a red tick.
+//! `--plot PATH.svg`: tally's (and tally-epoll's) throughput ratios as a
+//! horizontal bar chart (log scale, so that 2× faster and 2× slower are the
+//! same length), with each ratio's min-max over repetition pairs as a
+//! whisker, the line of parity at 1, and the target, where there is
+//! one, as a red tick.
 
 use std::io;
 use std::path::Path;
@@ -61,7 +62,7 @@ pub fn draw(path: &Path, report: &Report) -> io::Result<()> {
     let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let caption = format!(
-        "tally throughput / peer throughput (log scale; right of 1 = tally faster) - {} {}",
+        "tally (or tally-epoll) throughput / peer throughput (log scale; right of 1 = tally faster) - {} {}",
         report.mode, report.date
     );
     let mut chart = ChartBuilder::on(&root)

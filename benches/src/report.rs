@@ -6,14 +6,17 @@
 //! { "machine": {"cpu", "cores", "kernel"},
 //!   "workloads": [ {"name", "unit", "higher_is_better",
 //!                   "results": {engine: {"median", "min", "max"}},
-//!                   "ratios": {"tally/mio": x, ...}} ],
+//!                   "ratios": {"tally/mio": x, "tally-epoll/mio": y, ...}} ],
 //!   "alloc_per_event": {engine: {workload: allocations per event}},
 //!   "bytes_per_registration": {engine: heap bytes per idle registration} }
 //! ```
 //!
 //! Every result is a throughput, so `higher_is_better` is always true, and
-//! every ratio is tally's throughput over the peer's: the median of the
-//! ratios of repetition `i` of tally to repetition `i` of the peer.
+//! every ratio is a tally engine's throughput over a peer's: the median of
+//! the ratios of repetition `i` of the one to repetition `i` of the other.
+//! Which pairs are reported is [`reports_ratio`]: `tally` over every other
+//! engine but `tally-epoll`, and `tally-epoll` over the readiness-based
+//! peers, mio and tokio.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -56,13 +59,28 @@ pub struct WorkloadResult {
     pub unit: String,
     /// Throughput by engine.
     pub results: BTreeMap<Engine, Stat>,
-    /// `"tally/<peer>"` (and, for W5, `"1M/1k"`), over pairs of repetitions.
+    /// `"tally/<peer>"`, `"tally-epoll/<peer>"` (and, for W5, `"1M/1k"`),
+    /// over pairs of repetitions, `tally`'s first ([`NUMERATORS`]).
     pub ratios: Vec<(String, Stat)>,
 }
 
+/// The engines whose throughput is a ratio's numerator, in report order.
+pub const NUMERATORS: [Engine; 2] = [Engine::Tally, Engine::TallyEpoll];
+
+/// Whether the ratio `numerator/peer` is reported: `tally` over every other
+/// engine but `tally-epoll`, and `tally-epoll` over mio and tokio.
+pub fn reports_ratio(numerator: Engine, peer: Engine) -> bool {
+    match numerator {
+        Engine::Tally => !matches!(peer, Engine::Tally | Engine::TallyEpoll),
+        Engine::TallyEpoll => matches!(peer, Engine::Mio | Engine::Tokio),
+        _ => false,
+    }
+}
+
 impl WorkloadResult {
-    /// Summarises `m` with `metric` (a throughput) per run, pairing tally's
-    /// repetition `i` with each peer's repetition `i` for the ratios.
+    /// Summarises `m` with `metric` (a throughput) per run, pairing each
+    /// [`NUMERATORS`] engine's repetition `i` with repetition `i` of each
+    /// peer that [`reports_ratio`] names, for the ratios.
     pub fn summarize(
         m: &Measured,
         name: &str,
@@ -77,10 +95,11 @@ impl WorkloadResult {
             .collect();
         let results = values.iter().filter_map(|(e, v)| Some((*e, Stat::of(v)?))).collect();
         let mut ratios = Vec::new();
-        if let Some(tally) = values.get(&Engine::Tally) {
-            for (peer, v) in values.iter().filter(|(e, _)| **e != Engine::Tally) {
-                if let Some(s) = pairwise(tally, v) {
-                    ratios.push((format!("tally/{peer}"), s));
+        for engine in NUMERATORS {
+            let Some(ours) = values.get(&engine) else { continue };
+            for (peer, v) in values.iter().filter(|(e, _)| reports_ratio(engine, **e)) {
+                if let Some(s) = pairwise(ours, v) {
+                    ratios.push((format!("{engine}/{peer}"), s));
                 }
             }
         }
@@ -123,9 +142,11 @@ pub struct Footprint {
 pub const TARGETS: &[(&str, &str, f64)] = &[
     ("W0 nop", "tally/io-uring", 0.67),
     ("W1 signal_flood", "tally/mio", 10.0),
+    ("W1 signal_flood", "tally-epoll/mio", 10.0),
     ("W2 fan_in", "tally/mio", 2.0),
     ("W3 pingpong", "tally/mio", 1.2),
     ("W3 pingpong", "tally/tokio", 1.3),
+    ("W3 pingpong", "tally-epoll/mio", 0.95),
     ("W4 echo", "tally/tokio", 1.3),
     ("W4 echo", "tally/monoio", 1.0),
     ("W5 churn 1M", "1M/1k", 0.77),
@@ -198,10 +219,10 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<36} {:<9} {:>10} {:>24}  {:>12}",
+            "{:<36} {:<11} {:>10} {:>24}  {:>12}",
             "workload", "engine", "median", "min-max", "allocs/event"
         );
-        let _ = writeln!(out, "{}", "-".repeat(97));
+        let _ = writeln!(out, "{}", "-".repeat(99));
         for w in &self.workloads {
             let mut first = true;
             for (engine, s) in &w.results {
@@ -213,7 +234,7 @@ impl Report {
                 let label = if first { w.name.as_str() } else { "" };
                 let _ = writeln!(
                     out,
-                    "{label:<36} {:<9} {:>10} {:>24}  {allocs:>12}",
+                    "{label:<36} {:<11} {:>10} {:>24}  {allocs:>12}",
                     engine.name(),
                     si(s.median),
                     format!("{}-{} {}", si(s.min), si(s.max), w.unit),
@@ -224,10 +245,10 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<36} {:<15} {:>7} {:>15}  {:<16}",
+            "{:<36} {:<17} {:>7} {:>15}  {:<16}",
             "ratio (throughput)", "", "median", "min-max", "target"
         );
-        let _ = writeln!(out, "{}", "-".repeat(97));
+        let _ = writeln!(out, "{}", "-".repeat(99));
         for w in &self.workloads {
             let mut first = true;
             for (key, s) in w.ratios.iter().filter(|(k, _)| w.shows_ratio(k)) {
@@ -241,7 +262,7 @@ impl Report {
                 let label = if first { w.name.as_str() } else { "" };
                 let _ = writeln!(
                     out,
-                    "{label:<36} {key:<15} {:>7} {:>15}  {target:<16}",
+                    "{label:<36} {key:<17} {:>7} {:>15}  {target:<16}",
                     ratio_str(s.median),
                     format!("{}-{}", ratio_str(s.min), ratio_str(s.max)),
                 );
@@ -392,6 +413,79 @@ mod tests {
         assert_eq!(Stat::of(&[3.0, 1.0, 2.0]).unwrap().median, 2.0);
         assert_eq!(Stat::of(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
         assert!(Stat::of(&[]).is_none());
+    }
+
+    /// A measurement where `engine`'s every run did `per_sec` events in one
+    /// second.
+    fn measured(engines: &[(Engine, f64)]) -> Measured {
+        let run = |per_sec: f64| Run {
+            events: per_sec as u64,
+            elapsed: Duration::from_secs(1),
+            allocs: 0,
+            cpu: None,
+        };
+        Measured {
+            name: "W3 pingpong".into(),
+            unit: "msgs/s",
+            runs: engines.iter().map(|&(e, x)| (e, vec![run(x); 3])).collect(),
+        }
+    }
+
+    #[test]
+    fn tally_epoll_is_paired_with_mio_and_tokio_only() {
+        let m = measured(&[
+            (Engine::Tally, 300.0),
+            (Engine::TallyEpoll, 200.0),
+            (Engine::Mio, 100.0),
+            (Engine::Tokio, 400.0),
+            (Engine::Monoio, 250.0),
+        ]);
+        let w = WorkloadResult::summarize(&m, &m.name, m.unit, |r| Some(r.throughput()));
+        let keys: Vec<&str> = w.ratios.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["tally/mio", "tally/tokio", "tally/monoio", "tally-epoll/mio", "tally-epoll/tokio"]
+        );
+        assert_eq!(w.ratio("tally-epoll/mio"), Some(2.0));
+        assert_eq!(w.ratio("tally-epoll/tokio"), Some(0.5));
+        assert_eq!(w.ratio("tally/tally-epoll"), None);
+    }
+
+    #[test]
+    fn without_tally_epoll_runs_there_are_no_tally_epoll_ratios() {
+        let m = measured(&[(Engine::Tally, 300.0), (Engine::Mio, 100.0)]);
+        let w = WorkloadResult::summarize(&m, &m.name, m.unit, |r| Some(r.throughput()));
+        let keys: Vec<&str> = w.ratios.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["tally/mio"]);
+    }
+
+    #[test]
+    fn the_table_shows_tally_epoll_rows_with_their_targets() {
+        let m =
+            measured(&[(Engine::Tally, 300.0), (Engine::TallyEpoll, 90.0), (Engine::Mio, 100.0)]);
+        let w = WorkloadResult::summarize(&m, &m.name, m.unit, |r| Some(r.throughput()));
+        let report = Report {
+            machine: Machine { cpu: "cpu".into(), cores: 2, kernel: "6.0".into() },
+            mode: "quick",
+            reps: 3,
+            date: "2026-01-01".into(),
+            fd_limit: 1024,
+            duration: Duration::from_secs(1),
+            workloads: vec![w],
+            alloc_per_event: BTreeMap::from([(
+                Engine::TallyEpoll,
+                vec![("W3 pingpong".to_string(), 0.5)],
+            )]),
+            bytes_per_registration: BTreeMap::new(),
+            absent: Vec::new(),
+            notes: Vec::new(),
+        };
+        let table = report.table();
+        let row = |key: &str| table.lines().find(|l| l.contains(key)).unwrap_or("").to_string();
+        assert!(row("tally-epoll/mio").contains(">= 0.95 MISSED"), "{table}");
+        assert!(row("tally/mio").contains(">= 1.2 met"), "{table}");
+        assert!(row(" tally-epoll ").contains("0.500"), "{table}");
+        assert!(report.json().contains("\"tally-epoll/mio\": 0.9"), "{}", report.json());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! * **tally**: the tokio program below on `tally::LocalReactor`, with
 //!   `tally::net::{TcpListener, TcpStream}` and the `futures-io` `read` and
 //!   `write_all`.
+//! * **tally-epoll**: the tally program on an executor whose reactor is
+//!   built with `Backend::Epoll` (no reactor-only entry).
 //! * **tally, reactor only** (its own entry, "W4 echo reactor-only"):
 //!   `tally_reactor` driven by hand, one registration;
 //!   a multishot `Op::accept_multi` on the listener; per connection, one
@@ -41,10 +43,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
-use tally_reactor::{Op, PacketList, Reactor};
+use tally_reactor::{Backend, Op, PacketList, Reactor};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{Config, drain_into, monoio_runtime, tokio_runtime};
+use super::{Config, drain_into, monoio_runtime, tally_executor_on, tokio_runtime};
 use crate::alloc;
 use crate::harness::{Case, Engine, Run, Spec};
 use crate::sys;
@@ -65,7 +67,12 @@ pub fn spec(cfg: Config) -> Spec {
         count: per_conn * CONNS as u64,
         warmup: 20 * CONNS as u64,
         cases: vec![
-            Case::new(Engine::Tally, |n| with_client(n, tally_executor)),
+            Case::new(Engine::Tally, |n| {
+                with_client(n, |l, s| tally_executor(l, s, Backend::Auto))
+            }),
+            Case::new(Engine::TallyEpoll, |n| {
+                with_client(n, |l, s| tally_executor(l, s, Backend::Epoll))
+            }),
             Case::new(Engine::TallyReactor, |n| with_client(n, tally)),
             Case::new(Engine::Mio, |n| with_client(n, mio)),
             Case::new(Engine::Tokio, |n| with_client(n, tokio)),
@@ -433,9 +440,9 @@ fn monoio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
     })
 }
 
-fn tally_executor(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
+fn tally_executor(listener: TcpListener, steady: Arc<Steady>, backend: Backend) -> io::Result<()> {
     use futures::{AsyncReadExt as _, AsyncWriteExt as _};
-    let rt = tally::LocalReactor::new()?;
+    let rt = tally_executor_on(backend)?;
     rt.block_on(async {
         listener.set_nonblocking(true)?;
         let listener = tally::net::TcpListener::from_std(listener);

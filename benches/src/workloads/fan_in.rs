@@ -13,6 +13,8 @@
 //!   records its index in a lock-free array (a `fetch_add` on a cursor and a
 //!   store), so the consumer visits only the woken ones: it drains each with
 //!   `poll_drain_into` and polls once more to leave its waker armed.
+//! * **tally-epoll**: the tally program on a reactor built with
+//!   `Backend::Epoll`.
 //! * **mio**: 10,000 eventfds registered with one `Poll`; each is written
 //!   once per round (`write(2)`), then `poll` (epoll_wait, 1024 events at a
 //!   time) and one `read(2)` per event.
@@ -31,10 +33,10 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use tally_reactor::{PacketList, Reactor, Registration, Signaler, Signals};
+use tally_reactor::{Backend, PacketList, Registration, Signaler, Signals};
 use tokio::sync::Notify;
 
-use super::{Config, tokio_runtime};
+use super::{Config, tally_reactor_on, tokio_runtime};
 use crate::harness::{Case, Engine, Run, Spec, Window};
 use crate::sys;
 
@@ -50,7 +52,8 @@ pub fn spec(cfg: Config) -> Spec {
         count: rounds * FAN as u64,
         warmup: 2 * FAN as u64,
         cases: vec![
-            Case::new(Engine::Tally, tally),
+            Case::new(Engine::Tally, |n| tally(n, Backend::Auto)),
+            Case::new(Engine::TallyEpoll, |n| tally(n, Backend::Epoll)),
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
         ],
@@ -86,8 +89,8 @@ impl Wake for IndexWaker {
     }
 }
 
-fn tally(n: u64) -> io::Result<Run> {
-    let reactor = Reactor::new()?;
+fn tally(n: u64, backend: Backend) -> io::Result<Run> {
+    let reactor = tally_reactor_on(backend)?;
     let woken = Arc::new(WokenList {
         slots: (0..FAN).map(|_| AtomicU32::new(0)).collect(),
         len: AtomicUsize::new(0),

@@ -5,13 +5,19 @@
 //! | module | workload | engines now |
 //! |---|---|---|
 //! | [`nop`] | W0 `nop` | tally, io-uring |
-//! | [`signal_flood`] | W1 `signal_flood` | tally, mio, tokio |
-//! | [`fan_in`] | W2 `fan_in` | tally, mio, tokio |
-//! | [`pingpong`] | W3 `pingpong` | tally (raw reactor), mio, tokio, monoio |
-//! | [`echo`] | W4 `echo` | tally (raw reactor), mio, tokio, monoio |
+//! | [`signal_flood`] | W1 `signal_flood` | tally, tally-epoll, mio, tokio |
+//! | [`fan_in`] | W2 `fan_in` | tally, tally-epoll, mio, tokio |
+//! | [`pingpong`] | W3 `pingpong` | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
+//! | [`echo`] | W4 `echo` | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
 //! | [`churn`] | W5 `churn` | tally, mio, tokio |
-//! | [`timers`] | W6 `timers` | mio, tokio (tally waits for the executor) |
+//! | [`timers`] | W6 `timers` | tally, tally-epoll, mio, tokio |
 //! | [`footprint`] | bytes per idle registration | tally, mio, tokio |
+//!
+//! A `tally-epoll` case is its workload's `tally` case, the same code, on a
+//! reactor built with [`Backend::Epoll`]: [`tally_reactor_on`] and
+//! [`tally_executor_on`] build it and check, from its metrics, that it
+//! really runs on epoll. The `tally` cases keep the reactor's default,
+//! [`Backend::Auto`].
 
 pub mod churn;
 pub mod echo;
@@ -25,7 +31,7 @@ pub mod timers;
 use std::io;
 use std::task::{Context, Waker};
 
-use tally_reactor::{PacketList, Registration};
+use tally_reactor::{Backend, PacketList, Reactor, Registration};
 
 /// How big a run is: `--quick` (under two minutes on two cores) or full
 /// (under fifteen).
@@ -59,6 +65,59 @@ impl Config {
 pub fn drain_into(reg: &Registration, out: &mut PacketList) {
     let mut cx = Context::from_waker(Waker::noop());
     let _ = reg.poll_drain_into(&mut cx, out);
+}
+
+/// A tally reactor with default settings on `backend`.
+///
+/// # Errors
+///
+/// As [`tally_reactor::Builder::build`].
+///
+/// # Panics
+///
+/// As [`assert_backend`]: an explicit backend that the reactor's metrics
+/// do not report.
+pub fn tally_reactor_on(backend: Backend) -> io::Result<Reactor> {
+    let reactor = Reactor::builder().backend(backend).build()?;
+    assert_backend(backend, &reactor.metrics());
+    Ok(reactor)
+}
+
+/// A `tally::LocalReactor` (the executor) with default settings, on a
+/// reactor on `backend`.
+///
+/// # Errors
+///
+/// As [`tally::Builder::build`].
+///
+/// # Panics
+///
+/// As [`assert_backend`].
+pub fn tally_executor_on(backend: Backend) -> io::Result<tally::LocalReactor> {
+    let rt = tally::LocalReactor::builder()
+        .reactor(tally_reactor::Builder::new().backend(backend))
+        .build()?;
+    assert_backend(backend, &rt.metrics());
+    Ok(rt)
+}
+
+/// Checks, once per run's set-up and outside its measured window, that a
+/// reactor asked for an explicit backend is on it, so that a `tally-epoll`
+/// figure can never come from io_uring. [`Backend::Auto`] is not checked:
+/// it is whatever the reactor chose.
+///
+/// # Panics
+///
+/// When `wanted` is explicit and `metrics.backend` is another: a reactor
+/// that ignores its builder is a bug to stop on, not a case to drop.
+pub fn assert_backend(wanted: Backend, metrics: &tally_reactor::Metrics) {
+    if wanted != Backend::Auto {
+        assert_eq!(
+            metrics.backend, wanted,
+            "a reactor built with Backend::{wanted:?} reports Backend::{:?} in its metrics",
+            metrics.backend
+        );
+    }
 }
 
 /// A current-thread tokio runtime with I/O and time enabled.
@@ -110,5 +169,33 @@ pub fn mio_poll(
 pub fn debug_metrics(what: &str, reactor: &tally_reactor::Reactor) {
     if std::env::var_os("COMPARE_METRICS").is_some() {
         eprintln!("\n{what}: {:?}", reactor.metrics());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoll_reactor_and_executor_say_epoll() {
+        let reactor = tally_reactor_on(Backend::Epoll).unwrap();
+        assert_eq!(reactor.metrics().backend, Backend::Epoll);
+        let rt = tally_executor_on(Backend::Epoll).unwrap();
+        assert_eq!(rt.metrics().backend, Backend::Epoll);
+    }
+
+    #[test]
+    #[should_panic(expected = "reports Backend::IoUring")]
+    fn a_backend_other_than_the_one_asked_for_panics() {
+        let mut metrics = tally_reactor::Metrics::default();
+        metrics.backend = Backend::IoUring;
+        assert_backend(Backend::Epoll, &metrics);
+    }
+
+    #[test]
+    fn auto_is_not_checked() {
+        let mut metrics = tally_reactor::Metrics::default();
+        metrics.backend = Backend::IoUring;
+        assert_backend(Backend::Auto, &metrics);
     }
 }

@@ -5,6 +5,8 @@
 //! * **tally**: the tokio program below on `tally::LocalReactor`, with
 //!   `tally::net::UnixStream` and the `futures-io` `read_exact` and
 //!   `write_all`.
+//! * **tally-epoll**: the tally program on an executor whose reactor is
+//!   built with `Backend::Epoll` (no reactor-only entry).
 //! * **tally, reactor only** (its own entry, "W3 pingpong reactor-only"):
 //!   `tally_reactor` driven by hand, one registration; each end keeps one
 //!   `Op::recv` in flight, and a received message makes that end `Op::send`
@@ -29,10 +31,10 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
-use tally_reactor::{Op, OpId, PacketList, Reactor, Registration};
+use tally_reactor::{Backend, Op, OpId, PacketList, Reactor, Registration};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{Config, drain_into, monoio_runtime, tokio_runtime};
+use super::{Config, drain_into, monoio_runtime, tally_executor_on, tokio_runtime};
 use crate::harness::{Case, Engine, Run, Spec, Window};
 
 /// Bytes per message.
@@ -47,7 +49,8 @@ pub fn spec(cfg: Config) -> Spec {
         count,
         warmup: count / 10,
         cases: vec![
-            Case::new(Engine::Tally, tally_executor),
+            Case::new(Engine::Tally, |n| tally_executor(n, Backend::Auto)),
+            Case::new(Engine::TallyEpoll, |n| tally_executor(n, Backend::Epoll)),
             Case::new(Engine::TallyReactor, tally),
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
@@ -275,9 +278,9 @@ fn monoio(n: u64) -> io::Result<Run> {
     })
 }
 
-fn tally_executor(n: u64) -> io::Result<Run> {
+fn tally_executor(n: u64, backend: Backend) -> io::Result<Run> {
     use futures::{AsyncReadExt as _, AsyncWriteExt as _};
-    let rt = tally::LocalReactor::new()?;
+    let rt = tally_executor_on(backend)?;
     rt.block_on(async {
         let (mut a, mut b) = tally::net::UnixStream::pair()?;
         let echo = tally::spawn(async move {

@@ -6,6 +6,8 @@
 //! * **tally**: the producer calls `Signaler::raise(Signals::user(0), 1)` N
 //!   times; the consumer thread `turn(None)`s the reactor and drains the
 //!   registration, adding up the counts of its signal packets.
+//! * **tally-epoll**: the tally program on a reactor built with
+//!   `Backend::Epoll`.
 //! * **mio**: the producer `write(2)`s 1 to an eventfd once per event; the
 //!   consumer `Poll::poll`s (epoll_wait) and `read(2)`s the eventfd until
 //!   `EAGAIN`, adding up the counter values it reads.
@@ -25,10 +27,10 @@ use std::thread;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use tally_reactor::{PacketList, Reactor, Signals};
+use tally_reactor::{Backend, PacketList, Signals};
 use tokio::sync::Notify;
 
-use super::{Config, drain_into, tokio_runtime};
+use super::{Config, drain_into, tally_reactor_on, tokio_runtime};
 use crate::harness::{Case, Engine, Run, Spec, Window};
 use crate::sys;
 
@@ -41,7 +43,8 @@ pub fn spec(cfg: Config) -> Spec {
         count,
         warmup: count / 10,
         cases: vec![
-            Case::new(Engine::Tally, tally),
+            Case::new(Engine::Tally, |n| tally(n, Backend::Auto)),
+            Case::new(Engine::TallyEpoll, |n| tally(n, Backend::Epoll)),
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
         ],
@@ -53,8 +56,8 @@ fn join(h: thread::JoinHandle<io::Result<()>>) -> io::Result<()> {
     h.join().map_err(|_| io::Error::other("producer thread panicked"))?
 }
 
-fn tally(n: u64) -> io::Result<Run> {
-    let reactor = Reactor::new()?;
+fn tally(n: u64, backend: Backend) -> io::Result<Run> {
+    let reactor = tally_reactor_on(backend)?;
     let reg = reactor.register();
     let signaler = reg.signaler();
     let go = Arc::new(Barrier::new(2));

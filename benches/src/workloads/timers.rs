@@ -15,6 +15,8 @@
 //!   is dropped (cancelled); the driving task then awaits the rest in order.
 //! * **tally**: the tokio program on `tally::LocalReactor` with
 //!   `tally::time::sleep_until`, unboxed (tally's `Sleep` is `Unpin`).
+//! * **tally-epoll**: the tally program on an executor whose reactor is
+//!   built with `Backend::Epoll`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -25,8 +27,9 @@ use std::task::Poll as TaskPoll;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
+use tally_reactor::Backend;
 
-use super::{Config, tokio_runtime};
+use super::{Config, tally_executor_on, tokio_runtime};
 use crate::harness::{Case, Engine, Run, Spec, Window};
 
 /// Timers per run.
@@ -44,7 +47,8 @@ pub fn spec(_cfg: Config) -> Spec {
         count: TIMERS,
         warmup: TIMERS / 10,
         cases: vec![
-            Case::new(Engine::Tally, tally),
+            Case::new(Engine::Tally, |n| tally(n, Backend::Auto)),
+            Case::new(Engine::TallyEpoll, |n| tally(n, Backend::Epoll)),
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
         ],
@@ -121,8 +125,8 @@ fn tokio(n: u64) -> io::Result<Run> {
     })
 }
 
-fn tally(n: u64) -> io::Result<Run> {
-    let rt = tally::LocalReactor::new()?;
+fn tally(n: u64, backend: Backend) -> io::Result<Run> {
+    let rt = tally_executor_on(backend)?;
     rt.block_on(async {
         let mut sleeps = Vec::with_capacity(n as usize);
         let mut kept = Vec::with_capacity(n as usize / 2);
