@@ -51,6 +51,8 @@ const WATCH: u32 = (libc::EPOLLIN
 const READ_EVENTS: u32 =
     (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+/// An edge that says the peer closed, or the fd failed.
+const CLOSED_EVENTS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
 pub(crate) struct Epoll {
     epfd: OwnedFd,
@@ -76,6 +78,9 @@ pub(crate) struct Epoll {
 #[derive(Default)]
 struct FdState {
     registered: bool,
+    /// A byte stream (a stream socket, a pipe): a read shorter than asked
+    /// means it is empty for now, and new bytes will raise a new edge.
+    stream: bool,
     waiters: Vec<u64>,
 }
 
@@ -87,6 +92,8 @@ struct Pending {
     work: Work,
     /// Which events retry it.
     events: u32,
+    /// Whether its fd is a byte stream (see [`FdState::stream`]).
+    stream: bool,
 }
 
 enum Work {
@@ -107,6 +114,10 @@ enum Attempt {
     Done(i32, u32),
     /// A multishot op made a completion and goes on.
     More(i32, u32),
+    /// A multishot op made a completion and emptied its byte stream: it
+    /// waits for the next edge without another try (which would only say
+    /// EAGAIN).
+    Drained(i32, u32),
     /// Would block: wait for the fd.
     Wait,
 }
@@ -212,7 +223,8 @@ impl Epoll {
             OpKind::Timeout { ts } => {
                 self.live_timers += 1;
                 self.timers.push(Reverse((deadline(ts), ud)));
-                self.pending.insert(ud, Pending { fd: -1, work: Work::Timeout, events: 0 });
+                let op = Pending { fd: -1, work: Work::Timeout, events: 0, stream: false };
+                self.pending.insert(ud, op);
                 return;
             }
             OpKind::Poll { fd, interest, multishot } => {
@@ -227,7 +239,7 @@ impl Epoll {
                 (*fd, Work::RecvMulti { group: group.0 }, READ_EVENTS)
             }
         };
-        let mut op = Pending { fd, work, events };
+        let mut op = Pending { fd, work, events, stream: false };
         let pollable = match self.prepare(fd) {
             Ok(()) => true,
             // epoll cannot watch it (a regular file, /dev/null): run it
@@ -248,6 +260,7 @@ impl Epoll {
             }
             Err(e) => return self.post(ud, -e, 0),
         };
+        op.stream = pollable && self.fds.get(fd as usize).is_some_and(|s| s.stream);
         if let Work::Poll { mask, multishot } = op.work {
             // A poll reports readiness as it stands now, as io_uring's does;
             // later edges come from epoll.
@@ -263,6 +276,14 @@ impl Epoll {
         match run(&mut op, pools) {
             Attempt::Done(res, flags) => self.post(ud, res, flags),
             Attempt::More(res, flags) => {
+                self.post(ud, res, flags | Cqe::MORE);
+                self.runnable.push(ud);
+                self.park(ud, op);
+            }
+            // Not known to be drained here: an end of file that came with
+            // the bytes raised its edge before the fd was watched. Try
+            // again at the next enter.
+            Attempt::Drained(res, flags) => {
                 self.post(ud, res, flags | Cqe::MORE);
                 self.runnable.push(ud);
                 self.park(ud, op);
@@ -313,6 +334,7 @@ impl Epoll {
             }
         }
         state.registered = true;
+        state.stream = is_byte_stream(fd);
         Ok(())
     }
 
@@ -486,6 +508,13 @@ impl Epoll {
                     return self.post(ud, res, flags);
                 }
                 Attempt::More(res, flags) => self.post(ud, res, flags | Cqe::MORE),
+                // Drained, unless the edge also said the peer closed or
+                // failed: then read on to the end of file or the error,
+                // which raises no later edge.
+                Attempt::Drained(res, flags) if events & CLOSED_EVENTS == 0 => {
+                    return self.post(ud, res, flags | Cqe::MORE);
+                }
+                Attempt::Drained(res, flags) => self.post(ud, res, flags | Cqe::MORE),
                 Attempt::Wait => return,
             }
         }
@@ -525,7 +554,7 @@ impl Epoll {
 
 /// One attempt at `op`, non-blocking.
 fn run(op: &mut Pending, pools: &mut [BufPool]) -> Attempt {
-    let fd = op.fd;
+    let (fd, stream) = (op.fd, op.stream);
     let once = |ret: isize| -> Attempt {
         if ret < 0 && would_block() { Attempt::Wait } else { Attempt::Done(result(ret), 0) }
     };
@@ -599,6 +628,7 @@ fn run(op: &mut Pending, pools: &mut [BufPool]) -> Attempt {
                 return Attempt::Done(-libc::ENOBUFS, 0);
             };
             let (Some(ptr), size) = (pool.buf_ptr(bid), pool.buf_size as usize) else {
+                pool.feed.give_back(bid);
                 return Attempt::Done(-libc::ENOBUFS, 0);
             };
             // SAFETY: buffer `bid` is free (the feed held it), so nobody
@@ -613,9 +643,44 @@ fn run(op: &mut Pending, pools: &mut [BufPool]) -> Attempt {
                 }
                 return Attempt::Done(result(ret), 0);
             }
-            Attempt::More(result(ret), Cqe::BUFFER | (u32::from(bid) << 16))
+            let flags = Cqe::BUFFER | (u32::from(bid) << 16);
+            if stream && (ret as usize) < size {
+                Attempt::Drained(result(ret), flags)
+            } else {
+                Attempt::More(result(ret), flags)
+            }
         }
         Work::Poll { .. } | Work::Timeout => Attempt::Wait,
+    }
+}
+
+/// Whether `fd` is a stream socket or a pipe, whose short reads mean
+/// "empty for now" (a datagram socket's do not: each read is one datagram).
+fn is_byte_stream(fd: RawFd) -> bool {
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer for the call.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return false;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => true,
+        libc::S_IFSOCK => {
+            let mut ty: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: `ty` and `len` are valid for writes of the sizes given.
+            let ret = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_TYPE,
+                    (&raw mut ty).cast(),
+                    &mut len,
+                )
+            };
+            ret == 0 && ty == libc::SOCK_STREAM
+        }
+        _ => false,
     }
 }
 
