@@ -412,14 +412,15 @@ impl Epoll {
     ) -> io::Result<bool> {
         let until = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            let now = Instant::now();
             let busy = !self.ready.is_empty() || !self.runnable.is_empty();
-            let mut ms: i32 = match (wait && !busy, until) {
-                (false, _) => 0,
-                (true, None) => -1,
-                (true, Some(at)) => ms_up(at.saturating_duration_since(now)),
+            // The clock is read only when a deadline needs it.
+            let now = (until.is_some() || !self.timers.is_empty()).then(Instant::now);
+            let mut ms: i32 = match (wait && !busy, until, now) {
+                (false, ..) => 0,
+                (true, Some(at), Some(now)) => ms_up(at.saturating_duration_since(now)),
+                (true, ..) => -1,
             };
-            if let Some(Reverse((at, _))) = self.timers.peek() {
+            if let (Some(Reverse((at, _))), Some(now)) = (self.timers.peek(), now) {
                 // A timer too far off for an i32 of milliseconds bounds
                 // nothing.
                 let left = ms_up(at.saturating_duration_since(now));
@@ -460,8 +461,12 @@ impl Epoll {
                 self.runnable = runnable;
             }
             self.expire_timers();
-            let timed_out = ms >= 0 && until.is_none_or(|at| Instant::now() >= at);
-            if ms == 0 || !self.ready.is_empty() || !self.runnable.is_empty() || timed_out {
+            if ms == 0 || !self.ready.is_empty() || !self.runnable.is_empty() {
+                return Ok(true);
+            }
+            // Woken by an edge nobody waits for: wait again, unless the
+            // time is up.
+            if ms > 0 && until.is_none_or(|at| Instant::now() >= at) {
                 return Ok(true);
             }
         }
@@ -523,6 +528,9 @@ impl Epoll {
     }
 
     fn expire_timers(&mut self) {
+        if self.timers.is_empty() {
+            return;
+        }
         let now = Instant::now();
         while let Some(&Reverse((at, ud))) = self.timers.peek() {
             if at > now {
