@@ -243,47 +243,33 @@ impl Epoll {
         let pollable = match self.prepare(fd) {
             Ok(()) => true,
             // epoll cannot watch it (a regular file, /dev/null): run it
-            // directly. A poll reports the file ready, as io_uring's does,
-            // and then ends with EPERM, as epoll refused the fd.
-            Err(libc::EPERM) => {
-                if let Work::Poll { mask, multishot } = op.work {
-                    let now = poll_now(fd, mask);
-                    if now != 0 && !multishot {
-                        return self.post(ud, now as i32, 0);
-                    }
-                    if now != 0 {
-                        self.post(ud, now as i32, Cqe::MORE);
-                    }
-                    return self.post(ud, -libc::EPERM, 0);
-                }
-                false
-            }
+            // directly.
+            Err(libc::EPERM) => false,
             Err(e) => return self.post(ud, -e, 0),
         };
         op.stream = pollable && self.fds.get(fd as usize).is_some_and(|s| s.stream);
         if let Work::Poll { mask, multishot } = op.work {
             // A poll reports readiness as it stands now, as io_uring's does;
-            // later edges come from epoll.
+            // later edges come from epoll. One on a file that epoll refused
+            // then ends with EPERM, as epoll would.
             let now = poll_now(fd, mask);
+            if now != 0 && !multishot {
+                return self.post(ud, now as i32, 0);
+            }
             if now != 0 {
-                if !multishot {
-                    return self.post(ud, now as i32, 0);
-                }
                 self.post(ud, now as i32, Cqe::MORE);
+            }
+            if !pollable {
+                return self.post(ud, -libc::EPERM, 0);
             }
             return self.park(ud, op);
         }
         match run(&mut op, pools) {
             Attempt::Done(res, flags) => self.post(ud, res, flags),
-            Attempt::More(res, flags) => {
-                self.post(ud, res, flags | Cqe::MORE);
-                self.runnable.push(ud);
-                self.park(ud, op);
-            }
-            // Not known to be drained here: an end of file that came with
-            // the bytes raised its edge before the fd was watched. Try
-            // again at the next enter.
-            Attempt::Drained(res, flags) => {
+            // Not known to be drained even after a short read: an end of
+            // file that came with the bytes raised its edge before the fd
+            // was watched. Try again at the next enter.
+            Attempt::More(res, flags) | Attempt::Drained(res, flags) => {
                 self.post(ud, res, flags | Cqe::MORE);
                 self.runnable.push(ud);
                 self.park(ud, op);
