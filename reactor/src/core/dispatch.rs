@@ -80,7 +80,7 @@ impl Core {
         } else {
             // A plain one-shot op (nop, read, send, ...): one packet, and
             // it is over. One-shot ops select no provided buffers.
-            let c = CompletionPacket::new(token, op.tag, cqe.result).with_more(more);
+            let c = CompletionPacket::new(token, op.kind.tag(), cqe.result).with_more(more);
             reg.may_lend |= Lent::of(&c).is_some();
             if reg.enqueue(Packet::completion(reg_token, c)) {
                 // Overflow: kept (nothing is lost).
@@ -246,7 +246,7 @@ fn watched(
     }
     let reg_token = op.reg;
     if deliver {
-        let mut c = CompletionPacket::new(token, op.tag, cqe.result).with_more(more);
+        let mut c = CompletionPacket::new(token, op.kind.tag(), cqe.result).with_more(more);
         if let Some(buffer) = buffer {
             c = c.with_buffer(buffer);
         }
@@ -262,7 +262,7 @@ fn watched(
         op.state = OpState::Stopping;
     }
     if let Some(errno) = refused {
-        let c = CompletionPacket::new(token, op.tag, -errno);
+        let c = CompletionPacket::new(token, op.kind.tag(), -errno);
         if reg.enqueue(Packet::completion(reg_token, c)) {
             counters.queue_overflows += 1;
         }

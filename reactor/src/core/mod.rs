@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
-use tally_packets::{Count, OpTag, Packet, PacketQueue, Signals, Token};
+use tally_packets::{Count, Packet, PacketQueue, Signals, Token};
 
 use crate::config::Config;
 use crate::metrics::Counters;
@@ -133,7 +133,6 @@ pub(crate) struct OpSlot {
     /// leaves the list in O(1) when it finishes.
     pub(crate) reg_index: usize,
     pub(crate) kind: OpKind,
-    pub(crate) tag: OpTag,
     pub(crate) state: OpState,
     /// Set when the op is (re)armed, cleared by its first completion.
     pub(crate) armed_fresh: bool,
@@ -151,7 +150,6 @@ impl OpSlot {
         reg: Token::from_u64(0),
         reg_index: 0,
         kind: OpKind::Nop,
-        tag: OpTag::Nop,
         state: OpState::InFlight,
         armed_fresh: true,
         instant_ends: 0,

@@ -44,7 +44,6 @@ impl Core {
         // The vacant slot's kind is a Nop, which owns nothing: skip its drop.
         std::mem::forget(std::mem::replace(&mut op.kind, kind));
         slot.ops.push(token);
-        op.tag = op.kind.tag();
         // SAFETY: the op's resources live in its slab slot until its final
         // completion: deregistration and cancellation only mark it
         // Cancelled, and Drop waits for every op the kernel holds.
