@@ -9,12 +9,13 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use tally_packets::Signals;
+use tally_packets::{PacketList, Signals};
 
 use crate::config::{Backend, Config};
 use crate::core::{Core, Inner};
@@ -375,12 +376,60 @@ impl Reactor {
         self.inner.remote.is_pending()
     }
 
+    /// Whether the last turn's wait was cut short by a signal handler
+    /// (`EINTR`). The turn itself still returns `Ok`, having reaped what
+    /// was there; a caller that must report interruptions (a `poll(2)`-
+    /// style API) asks here.
+    pub fn interrupted(&self) -> bool {
+        self.inner.core.borrow().driver.interrupted()
+    }
+
+    /// Drains every registration the last turn woke into `out`, one list
+    /// for all of them (each packet's [`key`](crate::Packet::key) says whose it
+    /// is), and stores `waker` in each again. Returns whether anything was
+    /// drained.
+    ///
+    /// This serves a consumer that runs many registrations from one loop
+    /// rather than one future per registration, such as a readiness shim:
+    /// it gives each registration the same `waker` once (say, by polling it
+    /// with [`Waker::noop`]), and after each turn collects everything in
+    /// one call, without a lookup per registration. Only registrations
+    /// holding a waker are woken, so one that was never polled is not
+    /// drained here.
+    pub fn drain_woken(&self, waker: &Waker, out: &mut PacketList) -> bool {
+        let mut core = self.inner.core.borrow_mut();
+        let core = &mut *core;
+        let before = out.len();
+        let mut replaced = Vec::new();
+        let woken = std::mem::take(&mut core.woken);
+        for &token in &woken {
+            core.drain(token, out);
+            // `None` for a registration that is gone, or already holds an
+            // equivalent waker.
+            if let Some(old) = core.set_waker(token, waker) {
+                replaced.push(old);
+            }
+        }
+        core.woken = woken;
+        drop(replaced);
+        out.len() > before
+    }
+
     fn run_deferred(&self) {
         let tokens = std::mem::take(&mut *self.inner.deferred.borrow_mut());
         for token in tokens {
             let garbage = self.inner.core.borrow_mut().deregister(token);
             drop(garbage);
         }
+    }
+}
+
+impl AsRawFd for Reactor {
+    /// The backend's fd, readable while completions wait to be reaped (the
+    /// ring's fd, or the epoll instance's), so that a reactor can be
+    /// nested in another event loop. Do not close it.
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.core.borrow().driver.as_raw_fd()
     }
 }
 

@@ -59,7 +59,7 @@ pub(crate) struct Core {
     /// Wakers to call once the borrow is released.
     pub(crate) wakers: Vec<Waker>,
     /// Registrations woken this crank, checked for drains at the next.
-    woken: Vec<Token>,
+    pub(crate) woken: Vec<Token>,
     /// Multishot operations waiting to be re-armed.
     paused: Vec<OpId>,
     /// Which registration watches each fd (for `register_fd`), by fd number.

@@ -73,6 +73,8 @@ pub(crate) struct Epoll {
     /// Scratch for the waiters an event retries.
     scratch: Vec<u64>,
     enters: u64,
+    /// Whether the last enter's wait was cut short by a signal handler.
+    interrupted: bool,
 }
 
 #[derive(Default)]
@@ -153,6 +155,7 @@ impl Epoll {
             events: Vec::with_capacity(256),
             scratch: Vec::new(),
             enters: 0,
+            interrupted: false,
         })
     }
 
@@ -169,6 +172,14 @@ impl Epoll {
 
     pub(crate) fn enters(&self) -> u64 {
         self.enters
+    }
+
+    pub(crate) fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.epfd.as_raw_fd()
     }
 
     /// Starts `kind`: runs it at once if it can, else leaves it waiting.
@@ -396,6 +407,7 @@ impl Epoll {
         timeout: Option<Duration>,
         pools: &mut [BufPool],
     ) -> io::Result<bool> {
+        self.interrupted = false;
         let until = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let busy = !self.ready.is_empty() || !self.runnable.is_empty();
@@ -425,6 +437,7 @@ impl Epoll {
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::EINTR) {
+                    self.interrupted = true;
                     return Ok(true);
                 }
                 return Err(e);

@@ -22,6 +22,7 @@ pub(crate) mod syscall;
 pub(crate) mod uring;
 
 use std::io;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use tally_packets::{Signals, Token};
@@ -192,6 +193,24 @@ impl Driver {
         match &self.engine {
             Engine::Uring(u) => u.enters(),
             Engine::Epoll(e) => e.enters(),
+        }
+    }
+
+    /// Whether the last enter's wait was cut short by a signal handler
+    /// (`EINTR`).
+    pub(crate) fn interrupted(&self) -> bool {
+        match &self.engine {
+            Engine::Uring(u) => u.interrupted(),
+            Engine::Epoll(e) => e.interrupted(),
+        }
+    }
+
+    /// The fd that is readable while completions wait: the ring's, or the
+    /// epoll instance's.
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        match &self.engine {
+            Engine::Uring(u) => u.as_raw_fd(),
+            Engine::Epoll(e) => e.as_raw_fd(),
         }
     }
 

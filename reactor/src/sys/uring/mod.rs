@@ -4,7 +4,7 @@
 mod buf_ring;
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use io_uring::types::{Fd, SubmitArgs, Timespec};
@@ -33,6 +33,8 @@ pub(crate) struct Uring {
     buf_groups: Vec<u16>,
     /// `io_uring_enter` calls made so far, for metrics.
     enters: u64,
+    /// Whether the last enter's wait was cut short by a signal handler.
+    interrupted: bool,
     /// DEFER_TASKRUN without COOP_TASKRUN's TASKRUN_FLAG: completions wait
     /// as deferred task work that only an enter with GETEVENTS posts, and
     /// no flag says when there is some, so every turn must enter.
@@ -149,6 +151,7 @@ impl Uring {
             backlog: Vec::new(),
             buf_groups: Vec::new(),
             enters: 0,
+            interrupted: false,
             defer_unflagged: defer && !coop,
         })
     }
@@ -159,6 +162,14 @@ impl Uring {
 
     pub(crate) fn enters(&self) -> u64 {
         self.enters
+    }
+
+    pub(crate) fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 
     /// Queues `entry`. When the SQ is full it flushes to the kernel and
@@ -320,6 +331,7 @@ impl Uring {
     /// Submits what is queued and, if `wait`, blocks for one completion or
     /// until `timeout`. Returns whether it entered the kernel.
     pub(crate) fn enter(&mut self, wait: bool, timeout: Option<Duration>) -> io::Result<bool> {
+        self.interrupted = false;
         self.flush_backlog();
         let (queued, kernel_wants_us) = {
             let sq = self.ring.submission();
@@ -361,6 +373,7 @@ impl Uring {
                     Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)
                 ) =>
             {
+                self.interrupted = e.raw_os_error() == Some(libc::EINTR);
                 Ok(true)
             }
             Err(e) => Err(e),
