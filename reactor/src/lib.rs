@@ -64,6 +64,20 @@ pub use reactor::{Builder, Reactor};
 pub use registration::{Packets, Registration};
 pub use remote::{RemoteWaker, Sender, Signaler};
 pub use sys::Features;
+/// Checks that `fd` is open and can wait for readiness, as
+/// [`Reactor::register_fd`] does before it registers anything: `EBADF` for
+/// a negative or closed fd, `PermissionDenied` for a directory, a block
+/// device or a regular file that cannot wait. For a caller that must
+/// answer bad input at once but registers later, on the reactor's own
+/// thread (compat-mio's `Registry`).
+///
+/// # Errors
+///
+/// As above, or the error of `fstat`/`fstatfs`.
+pub fn check_pollable(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    sys::syscall::check_pollable(fd)
+}
+
 pub use tally_packets::{
     BufferRef, CompletionPacket, Count, CountedSignal, OpTag, Packet, PacketKind, PacketList,
     ProcessSignalPacket, Raised, SignalPacket, Signals, TimerPacket, Token,

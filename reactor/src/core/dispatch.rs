@@ -115,9 +115,12 @@ impl Core {
             return;
         }
         self.wake_armed = false;
-        if cqe.result == -libc::ECANCELED {
-            // Shutdown cancelled it.
-        } else if cqe.result >= 0 {
+        // Shutdown reaps its own cancel (see teardown), so an ECANCELED
+        // here came from the kernel: io_uring cancels a thread's requests
+        // when that thread exits, and a reactor moved to another thread
+        // (compat-mio's `Poll` is `Send`) outlives the one that armed its
+        // read. Re-armed at once, from this thread, like a success.
+        if cqe.result >= 0 || cqe.result == -libc::ECANCELED {
             self.wake_failures = 0;
             self.arm_wake();
         } else {

@@ -70,7 +70,7 @@ pub(crate) struct Core {
     pub(crate) wake_armed: bool,
     /// Wake reads that failed in a row, and when to arm the next one after
     /// a failure (never at once: a read that fails every time would spin).
-    wake_failures: u32,
+    pub(crate) wake_failures: u32,
     pub(crate) wake_retry_at: Option<Instant>,
     /// Whether operations were submitted or re-armed since the last enter:
     /// then the next turn does not spin before blocking, since the enter
