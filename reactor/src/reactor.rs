@@ -347,12 +347,18 @@ impl Reactor {
         // at once): a raise that lands within the spin costs no kernel
         // wake-up (see DESIGN, contract 6).
         let spin = wait && !core.fresh_submissions && !core.driver.kernel_has_work();
-        if (spin && self.inner.remote.spin_for_pending(SPIN_BEFORE_SLEEP))
+        // On epoll, readiness already in the kernel is invisible until
+        // asked for: look first (one `epoll_wait` that does not wait), or
+        // the spin would be paid on every wait for an fd that is already
+        // ready, and cost a ping-pong half its speed.
+        let looked = spin && matches!(core.driver.look(), Ok(true));
+        if looked
+            || (spin && self.inner.remote.spin_for_pending(SPIN_BEFORE_SLEEP))
             || (wait && !self.inner.remote.prepare_sleep())
         {
             wait = false;
         }
-        let entered = core.driver.enter(wait, timeout);
+        let entered = if looked { Ok(true) } else { core.driver.enter(wait, timeout) };
         if wait {
             self.inner.remote.woke();
         }

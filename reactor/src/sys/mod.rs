@@ -242,6 +242,20 @@ impl Driver {
         }
     }
 
+    /// Collects, without waiting, readiness the kernel holds that this
+    /// backend sees only by asking: on epoll, a non-blocking `epoll_wait`;
+    /// io_uring's completions are in the CQ without asking (`false`).
+    /// Returns whether completions now wait to be reaped.
+    pub(crate) fn look(&mut self) -> io::Result<bool> {
+        match &mut self.engine {
+            Engine::Uring(_) => Ok(false),
+            Engine::Epoll(e) => {
+                e.enter(false, Some(Duration::ZERO), &mut self.pools)?;
+                Ok(e.has_completions())
+            }
+        }
+    }
+
     pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
         match &mut self.engine {
             Engine::Uring(u) => u.reap(out),
