@@ -1,0 +1,1 @@
+//! Unused: this package only fetches tokio's sources.
