@@ -36,6 +36,11 @@ pub enum Engine {
     Mio,
     /// A tokio `current_thread` runtime.
     Tokio,
+    /// The same tokio program with mio patched to compat-mio: tokio's
+    /// readiness answered by a tally reactor. It runs in a separate binary
+    /// (one binary cannot link two `mio` packages); see
+    /// [`tokio_on_tally`](crate::tokio_on_tally).
+    TokioOnTally,
     /// monoio's io_uring runtime.
     Monoio,
     /// The `io-uring` crate driven by hand (W0 only): the floor.
@@ -48,11 +53,12 @@ pub enum Engine {
 
 impl Engine {
     /// Every engine of the JSON schema, in report order.
-    pub const ALL: [Engine; 6] = [
+    pub const ALL: [Engine; 7] = [
         Engine::Tally,
         Engine::TallyEpoll,
         Engine::Mio,
         Engine::Tokio,
+        Engine::TokioOnTally,
         Engine::Monoio,
         Engine::IoUring,
     ];
@@ -64,6 +70,7 @@ impl Engine {
             Engine::TallyEpoll => "tally-epoll",
             Engine::Mio => "mio",
             Engine::Tokio => "tokio",
+            Engine::TokioOnTally => "tokio-on-tally",
             Engine::Monoio => "monoio",
             Engine::IoUring => "io-uring",
             Engine::TallyReactor => "tally-reactor",

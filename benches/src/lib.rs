@@ -10,6 +10,8 @@
 //!   runs, a measuring [`Window`](harness::Window));
 //! * [`workloads`]: W0 to W6, one module each, every engine's side of each;
 //! * [`echo_client`]: the separate client process of W4;
+//! * [`tokio_on_tally`]: the `tokio-on-tally` engine, run by a second
+//!   binary with mio patched to compat-mio;
 //! * [`alloc`]: the counting global allocator;
 //! * [`report`] and [`plot`]: the table, the JSON and the SVG;
 //! * [`sys`]: the raw syscalls, in one place.
@@ -35,4 +37,5 @@ pub mod harness;
 pub mod plot;
 pub mod report;
 pub mod sys;
+pub mod tokio_on_tally;
 pub mod workloads;

@@ -15,8 +15,8 @@
 //! every ratio is a tally engine's throughput over a peer's: the median of
 //! the ratios of repetition `i` of the one to repetition `i` of the other.
 //! Which pairs are reported is [`reports_ratio`]: `tally` over every other
-//! engine but `tally-epoll`, and `tally-epoll` over the readiness-based
-//! peers, mio and tokio.
+//! engine but `tally-epoll` and `tokio-on-tally`, `tally-epoll` over the
+//! readiness-based peers, mio and tokio, and `tokio-on-tally` over tokio.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,14 +65,17 @@ pub struct WorkloadResult {
 }
 
 /// The engines whose throughput is a ratio's numerator, in report order.
-pub const NUMERATORS: [Engine; 2] = [Engine::Tally, Engine::TallyEpoll];
+pub const NUMERATORS: [Engine; 3] = [Engine::Tally, Engine::TallyEpoll, Engine::TokioOnTally];
 
 /// Whether the ratio `numerator/peer` is reported: `tally` over every other
-/// engine but `tally-epoll`, and `tally-epoll` over mio and tokio.
+/// engine but `tally-epoll` and `tokio-on-tally`, `tally-epoll` over mio
+/// and tokio, and `tokio-on-tally` over tokio (the same program on real
+/// mio).
 pub fn reports_ratio(numerator: Engine, peer: Engine) -> bool {
     match numerator {
-        Engine::Tally => !matches!(peer, Engine::Tally | Engine::TallyEpoll),
+        Engine::Tally => !matches!(peer, Engine::Tally | Engine::TallyEpoll | Engine::TokioOnTally),
         Engine::TallyEpoll => matches!(peer, Engine::Mio | Engine::Tokio),
+        Engine::TokioOnTally => peer == Engine::Tokio,
         _ => false,
     }
 }
@@ -149,6 +152,8 @@ pub const TARGETS: &[(&str, &str, f64)] = &[
     ("W3 pingpong", "tally-epoll/mio", 0.95),
     ("W4 echo", "tally/tokio", 1.3),
     ("W4 echo", "tally/monoio", 1.0),
+    ("W3 pingpong", "tokio-on-tally/tokio", 1.0),
+    ("W4 echo", "tokio-on-tally/tokio", 1.0),
     ("W5 churn 1M", "1M/1k", 0.77),
 ];
 
@@ -245,10 +250,10 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<36} {:<17} {:>7} {:>15}  {:<16}",
+            "{:<36} {:<20} {:>7} {:>15}  {:<16}",
             "ratio (throughput)", "", "median", "min-max", "target"
         );
-        let _ = writeln!(out, "{}", "-".repeat(99));
+        let _ = writeln!(out, "{}", "-".repeat(102));
         for w in &self.workloads {
             let mut first = true;
             for (key, s) in w.ratios.iter().filter(|(k, _)| w.shows_ratio(k)) {
@@ -262,7 +267,7 @@ impl Report {
                 let label = if first { w.name.as_str() } else { "" };
                 let _ = writeln!(
                     out,
-                    "{label:<36} {key:<17} {:>7} {:>15}  {target:<16}",
+                    "{label:<36} {key:<20} {:>7} {:>15}  {target:<16}",
                     ratio_str(s.median),
                     format!("{}-{}", ratio_str(s.min), ratio_str(s.max)),
                 );
@@ -275,7 +280,7 @@ impl Report {
             let kernel = f.kernel.map_or(String::new(), |k| format!(", kernel slab ~{k:.0} B"));
             let _ = writeln!(
                 out,
-                "  {:<9} heap {:>7.1} B{kernel}  (N = {}: {})",
+                "  {:<14} heap {:>7.1} B{kernel}  (N = {}: {})",
                 engine.name(),
                 f.heap,
                 si(f.n as f64),

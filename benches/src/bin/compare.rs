@@ -128,8 +128,8 @@ fn allocs_per_event(m: &Measured) -> Vec<(Engine, f64)> {
 
 /// Splits the hand-driven reactor runs (`Engine::TallyReactor`) off `m`
 /// into an entry of their own, `"<name> reactor-only"`, where they stand as
-/// `tally` next to the same peer runs. `tally-epoll` runs the executor, so
-/// it stays in the main entry only.
+/// `tally` next to the same peer runs. `tally-epoll` runs the executor, and
+/// `tokio-on-tally` is a tokio ratio, so both stay in the main entry only.
 fn split_reactor(m: &Measured) -> (Measured, Option<Measured>) {
     let mut main = m.clone();
     let Some(raw) = main.runs.remove(&Engine::TallyReactor) else { return (main, None) };
@@ -137,6 +137,7 @@ fn split_reactor(m: &Measured) -> (Measured, Option<Measured>) {
     alone.name = format!("{} reactor-only", m.name);
     alone.runs.insert(Engine::Tally, raw);
     alone.runs.remove(&Engine::TallyEpoll);
+    alone.runs.remove(&Engine::TokioOnTally);
     (main, Some(alone))
 }
 

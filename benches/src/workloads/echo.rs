@@ -77,7 +77,10 @@ pub fn spec(cfg: Config) -> Spec {
             Case::new(Engine::Mio, |n| with_client(n, mio)),
             Case::new(Engine::Tokio, |n| with_client(n, tokio)),
             Case::new(Engine::Monoio, |n| with_client(n, monoio)),
-        ],
+        ]
+        .into_iter()
+        .chain(crate::tokio_on_tally::case("W4"))
+        .collect(),
     }
 }
 
@@ -86,7 +89,7 @@ pub fn spec(cfg: Config) -> Spec {
 /// Every server runs on the thread that calls it, so both marks are taken
 /// on that thread.
 #[derive(Debug, Default)]
-struct Steady {
+pub(crate) struct Steady {
     begin: AtomicU64,
     end: AtomicU64,
     begin_cpu_ns: AtomicU64,
@@ -127,11 +130,11 @@ impl Steady {
     }
 }
 
-type Server = fn(TcpListener, Arc<Steady>) -> io::Result<()>;
+pub(crate) type Server = fn(TcpListener, Arc<Steady>) -> io::Result<()>;
 
 /// Starts the client process against a fresh listener, runs `server` until
 /// every connection has closed, and reads the client's timing.
-fn with_client(messages: u64, server: Server) -> io::Result<Run> {
+pub(crate) fn with_client(messages: u64, server: Server) -> io::Result<Run> {
     let per_conn = (messages / CONNS as u64).max(1);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     sys::set_backlog(listener.as_raw_fd(), 1024)?;
@@ -364,7 +367,8 @@ fn mio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
     Ok(())
 }
 
-fn tokio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
+/// The tokio server; `tokio-on-tally` runs it too, on compat-mio.
+pub(crate) fn tokio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
     let rt = tokio_runtime()?;
     rt.block_on(async {
         listener.set_nonblocking(true)?;

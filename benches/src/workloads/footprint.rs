@@ -14,6 +14,10 @@
 //! * **tokio**: an eventfd wrapped in an `AsyncFd` on a `current_thread`
 //!   runtime: tokio's per-registration `ScheduledIo` on the heap, and the
 //!   epoll item in the kernel.
+//! * **tokio-on-tally**: the same, with mio patched to compat-mio (run by
+//!   the `tokio-on-tally` binary): `ScheduledIo`, compat-mio's table entry
+//!   and source, the reactor's registration and its poll op on the heap,
+//!   and the io_uring poll request (or epoll item) in the kernel.
 //!
 //! mio and tokio need an fd per registration: under a lower fd limit they
 //! are measured at the largest N that fits, and the table prints the N.
@@ -69,6 +73,13 @@ pub fn run(fd_limit: u64) -> (Vec<(Engine, Footprint)>, Vec<String>) {
             Err(e) => notes.push(format!("bytes per registration: {engine} failed: {e}")),
         }
     }
+    match crate::tokio_on_tally::binary() {
+        Ok(_) => match crate::tokio_on_tally::footprint(with_fds) {
+            Ok(fp) => out.push((Engine::TokioOnTally, fp)),
+            Err(e) => notes.push(format!("bytes per registration: tokio-on-tally failed: {e}")),
+        },
+        Err(why) => notes.push(format!("tokio-on-tally skipped: {why}")),
+    }
     (out, notes)
 }
 
@@ -101,7 +112,8 @@ fn mio(n: usize) -> io::Result<Footprint> {
     })
 }
 
-fn tokio(n: usize) -> io::Result<Footprint> {
+/// The tokio footprint; `tokio-on-tally` measures it too, on compat-mio.
+pub(crate) fn tokio(n: usize) -> io::Result<Footprint> {
     let (fds, err) = sys::eventfds(n);
     if let Some(e) = err {
         return Err(io::Error::new(e.kind(), format!("fd limit at {} eventfds: {e}", fds.len())));
@@ -114,6 +126,9 @@ fn tokio(n: usize) -> io::Result<Footprint> {
             // SAFETY: `fds` owns every eventfd and outlives `afds`.
             afds.push(unsafe { async_fd(Borrowed(fd.as_raw_fd())) }?);
         }
+        // One turn of the driver: on compat-mio, where a registration is
+        // armed by the poller, this arms them (for real mio, a no-op).
+        rt.block_on(tokio::time::sleep(std::time::Duration::from_millis(1)));
         Ok(())
     })?;
     drop(afds);

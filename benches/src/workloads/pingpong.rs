@@ -55,7 +55,10 @@ pub fn spec(cfg: Config) -> Spec {
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
             Case::new(Engine::Monoio, monoio),
-        ],
+        ]
+        .into_iter()
+        .chain(crate::tokio_on_tally::case("W3"))
+        .collect(),
     }
 }
 
@@ -213,7 +216,8 @@ fn mio(n: u64) -> io::Result<Run> {
     Ok(window.close(delivered))
 }
 
-fn tokio(n: u64) -> io::Result<Run> {
+/// The tokio case; `tokio-on-tally` runs it too, on compat-mio.
+pub(crate) fn tokio(n: u64) -> io::Result<Run> {
     let rt = tokio_runtime()?;
     rt.block_on(async {
         let (mut a, mut b) = tokio::net::UnixStream::pair()?;

@@ -1,0 +1,155 @@
+//! The `tokio-on-tally` engine: the tokio cases of W3, W4 and the footprint,
+//! run by a second binary, `tokio-on-tally`, built from
+//! `benches/tokio-on-tally/` with mio patched to compat-mio. One binary
+//! cannot link two `mio` packages, so `compare` (which links the real mio)
+//! starts that binary for each run, and the child opens its own measuring
+//! [`Window`](crate::harness::Window) around the same code the `tokio`
+//! engine runs. Process start-up and the child's set-up are outside the
+//! window, as they are for every engine.
+//!
+//! `compare` builds the child on first use (`cargo build --release` of
+//! `benches/tokio-on-tally`, into the same target directory; a no-op when
+//! it is fresh). If that fails, the engine is skipped with a note.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::harness::{Case, Engine, Run};
+use crate::report::Footprint;
+use crate::workloads::{echo, footprint, pingpong};
+
+/// The child's entry point: `tokio-on-tally --run W3|W4 COUNT`,
+/// `tokio-on-tally --footprint N`, or (for W4's client, which W4 starts by
+/// re-running its own binary) `--echo-client ...`. Prints one line that
+/// [`case`] and [`footprint()`] parse.
+pub fn child_main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--echo-client", ..] => crate::echo_client::main(&argv[1..]),
+        ["--run", workload, count] => match count.parse::<u64>() {
+            Ok(n) => run_here(workload, n).map(|r| {
+                let cpu = r.cpu.map_or("-".to_string(), |c| c.as_nanos().to_string());
+                println!("run {} {} {} {cpu}", r.events, r.elapsed.as_nanos(), r.allocs);
+            }),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("count: {e}"))),
+        },
+        ["--footprint", n] => match n.parse::<usize>() {
+            Ok(n) => footprint::tokio(n).map(|f| {
+                let kernel = f.kernel.map_or("-".to_string(), |k| k.to_string());
+                println!("footprint {} {} {kernel} {}", f.n, f.heap, f.what);
+            }),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("n: {e}"))),
+        },
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "usage: tokio-on-tally --run W3|W4 COUNT | --footprint N",
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokio-on-tally: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `tokio` engine's run of `workload`, in this process.
+fn run_here(workload: &str, n: u64) -> io::Result<Run> {
+    match workload {
+        "W3" => pingpong::tokio(n),
+        "W4" => echo::with_client(n, echo::tokio),
+        other => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no workload {other}"))),
+    }
+}
+
+/// The child binary, built on first call; `Err` says why it is missing.
+pub fn binary() -> Result<&'static Path, &'static str> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(build).as_deref().map_err(String::as_str)
+}
+
+fn build() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("TOKIO_ON_TALLY_BIN") {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // compare runs from <target>/release/compare.
+    let profile_dir = exe.parent().ok_or("no directory for compare")?;
+    let target_dir = profile_dir.parent().ok_or("no target directory")?;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokio-on-tally/Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("compare: building the tokio-on-tally engine ({})", manifest.display());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building {} failed ({status})", manifest.display()));
+    }
+    let bin = target_dir.join("release/tokio-on-tally");
+    if bin.exists() { Ok(bin) } else { Err(format!("{} not built", bin.display())) }
+}
+
+/// Runs the child once and returns the line it printed after `tag`.
+fn child(args: &[&str], tag: &str) -> io::Result<Vec<String>> {
+    let bin = binary().map_err(io::Error::other)?;
+    let out = Command::new(bin).args(args).stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "tokio-on-tally {args:?} exited with {}",
+            out.status
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(tag))
+        .ok_or_else(|| io::Error::other(format!("tokio-on-tally said {text:?}")))?;
+    Ok(line.split_whitespace().map(str::to_string).collect())
+}
+
+fn parse<T: std::str::FromStr>(field: Option<&String>) -> io::Result<T> {
+    field
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::other("tokio-on-tally printed a malformed line"))
+}
+
+/// The `tokio-on-tally` case of `workload` (`"W3"` or `"W4"`), if the child
+/// binary is available.
+pub fn case(workload: &'static str) -> Option<Case> {
+    binary().ok()?;
+    Some(Case::new(Engine::TokioOnTally, move |n| {
+        let f = child(&["--run", workload, &n.to_string()], "run ")?;
+        let cpu = f.get(3).filter(|c| *c != "-").map(|c| parse(Some(c))).transpose()?;
+        Ok(Run {
+            events: parse(f.first())?,
+            elapsed: Duration::from_nanos(parse(f.get(1))?),
+            allocs: parse(f.get(2))?,
+            cpu: cpu.map(Duration::from_nanos),
+        })
+    }))
+}
+
+/// The footprint of `n` idle `AsyncFd` registrations on tokio-on-tally.
+///
+/// # Errors
+///
+/// The child is missing or failed.
+pub fn footprint(n: usize) -> io::Result<Footprint> {
+    let f = child(&["--footprint", &n.to_string()], "footprint ")?;
+    let kernel = f.get(2).filter(|k| *k != "-").map(|k| parse(Some(k))).transpose()?;
+    Ok(Footprint {
+        n: parse(f.first())?,
+        heap: parse(f.get(1))?,
+        kernel,
+        what: format!("{} (mio patched to compat-mio)", f.get(3..).unwrap_or_default().join(" ")),
+    })
+}
