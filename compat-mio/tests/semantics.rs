@@ -543,6 +543,59 @@ fn a_poll_outlives_the_thread_that_armed_it() {
     drop(ours);
 }
 
+/// The ring is built with `COOP_TASKRUN`, so the task work that posts a
+/// poll's completion runs on the thread that armed the poll without an
+/// interrupt: at that thread's next entry to the kernel, or at once if it
+/// sleeps. A `Poll` that moved to another thread (tokio's workers take
+/// turns at it) still gets its events while the arming thread lives on,
+/// whether that thread is asleep on a lock or busy in user space.
+#[test]
+fn a_poll_moved_away_from_a_living_arming_thread_still_reports() {
+    let (ours, mut peer) = tcp_pair();
+    let (to_main, from_armer) = std::sync::mpsc::channel();
+    let (to_armer, from_main) = std::sync::mpsc::channel::<bool>();
+    let armer = thread::spawn(move || {
+        let mut ours = ours;
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(8);
+        poll.registry().register(&mut ours, A, Interest::READABLE).unwrap();
+        poll.poll(&mut events, Some(Duration::from_millis(20))).unwrap();
+        to_main.send((poll, ours)).unwrap();
+        // Asleep on a channel (a futex) until told to spin, then busy in
+        // user space, making no system call, until told to stop.
+        while let Ok(spin) = from_main.recv() {
+            if spin {
+                let until = Instant::now() + Duration::from_millis(500);
+                let mut x = 0u64;
+                while Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+        }
+    });
+    let (mut poll, mut ours) = from_armer.recv().unwrap();
+    let mut events = Events::with_capacity(8);
+    let mut buf = [0; 8];
+    for spin in [false, true] {
+        to_armer.send(spin).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        peer.write_all(b"x").unwrap();
+        let start = Instant::now();
+        wait_for(&mut poll, &mut events, A, |s| s.readable);
+        // Well inside the spin: the event did not wait for the spinning
+        // thread's next system call.
+        let took = start.elapsed();
+        let state = if spin { "spins" } else { "sleeps" };
+        assert!(
+            took < Duration::from_millis(400),
+            "the event took {took:?} while the arming thread {state}"
+        );
+        assert_eq!(ours.read(&mut buf).unwrap(), 1);
+    }
+    drop(to_armer);
+    armer.join().unwrap();
+}
+
 /// UDP and Unix streams go through the same path.
 #[test]
 fn udp_and_unix_streams() {

@@ -98,11 +98,13 @@ enum Change {
 impl Selector {
     /// The registry half of a new `Poll`, and the driver half.
     pub(crate) fn new() -> io::Result<(Selector, Driver)> {
-        // No SINGLE_ISSUER, DEFER_TASKRUN or COOP_TASKRUN: the `Poll` moves
-        // between threads (tokio's workers take turns at it), and those
-        // flags tie submissions, or the task work that posts completions,
-        // to one thread. See compat-mio/README.md.
-        let reactor = Reactor::builder().defer_taskrun(false).coop_taskrun(false).build()?;
+        // No SINGLE_ISSUER or DEFER_TASKRUN: the `Poll` moves between
+        // threads (tokio's workers take turns at it), and those flags tie
+        // submissions, or the task work that posts completions, to one
+        // thread. COOP_TASKRUN stays: it only spares the submitting thread
+        // an interrupt per completion (a sleeping one is still woken). See
+        // compat-mio/README.md.
+        let reactor = Reactor::builder().defer_taskrun(false).build()?;
         // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` on the reactor's live fd returns a
         // new fd that nothing else owns, or -1 (checked by `syscall!`).
         let fd = syscall!(fcntl(reactor.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0))?;
