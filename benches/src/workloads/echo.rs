@@ -79,7 +79,7 @@ pub fn spec(cfg: Config) -> Spec {
             Case::new(Engine::Monoio, |n| with_client(n, monoio)),
         ]
         .into_iter()
-        .chain(crate::tokio_on_tally::case("W4"))
+        .chain([crate::tokio_on_tally::case("W4")])
         .collect(),
     }
 }

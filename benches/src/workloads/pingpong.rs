@@ -57,7 +57,7 @@ pub fn spec(cfg: Config) -> Spec {
             Case::new(Engine::Monoio, monoio),
         ]
         .into_iter()
-        .chain(crate::tokio_on_tally::case("W3"))
+        .chain([crate::tokio_on_tally::case("W3")])
         .collect(),
     }
 }
