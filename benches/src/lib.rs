@@ -32,6 +32,7 @@
 //! ```
 
 pub mod alloc;
+pub mod child;
 pub mod echo_client;
 pub mod harness;
 pub mod plot;

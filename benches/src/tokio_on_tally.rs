@@ -2,10 +2,11 @@
 //! run by a second binary, `tokio-on-tally`, built from
 //! `benches/tokio-on-tally/` with mio patched to compat-mio. One binary
 //! cannot link two `mio` packages, so `compare` (which links the real mio)
-//! starts that binary for each run, and the child opens its own measuring
-//! [`Window`](crate::harness::Window) around the same code the `tokio`
-//! engine runs. Process start-up and the child's set-up are outside the
-//! window, as they are for every engine.
+//! starts that binary for each run, and the child ([`crate::child`]) opens
+//! its own measuring [`Window`](crate::harness::Window) around the same code
+//! the `tokio` engine runs. Process start-up and the child's set-up are
+//! outside the window, as they are for every engine. This module is the
+//! parent's side: building the child and reading what it prints.
 //!
 //! `compare` builds the child on first use (`cargo build --release` of
 //! `benches/tokio-on-tally`, into the same target directory; a no-op when
@@ -13,58 +14,12 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::harness::{Case, Engine, Run};
 use crate::report::Footprint;
-use crate::workloads::{echo, footprint, pingpong};
-
-/// The child's entry point: `tokio-on-tally --run W3|W4 COUNT`,
-/// `tokio-on-tally --footprint N`, or (for W4's client, which W4 starts by
-/// re-running its own binary) `--echo-client ...`. Prints one line that
-/// [`case`] and [`footprint()`] parse.
-pub fn child_main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let result = match argv.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["--echo-client", ..] => crate::echo_client::main(&argv[1..]),
-        ["--run", workload, count] => match count.parse::<u64>() {
-            Ok(n) => run_here(workload, n).map(|r| {
-                let cpu = r.cpu.map_or("-".to_string(), |c| c.as_nanos().to_string());
-                println!("run {} {} {} {cpu}", r.events, r.elapsed.as_nanos(), r.allocs);
-            }),
-            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("count: {e}"))),
-        },
-        ["--footprint", n] => match n.parse::<usize>() {
-            Ok(n) => footprint::tokio(n).map(|f| {
-                let kernel = f.kernel.map_or("-".to_string(), |k| k.to_string());
-                println!("footprint {} {} {kernel} {}", f.n, f.heap, f.what);
-            }),
-            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("n: {e}"))),
-        },
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "usage: tokio-on-tally --run W3|W4 COUNT | --footprint N",
-        )),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tokio-on-tally: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The `tokio` engine's run of `workload`, in this process.
-fn run_here(workload: &str, n: u64) -> io::Result<Run> {
-    match workload {
-        "W3" => pingpong::tokio(n),
-        "W4" => echo::with_client(n, echo::tokio),
-        other => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no workload {other}"))),
-    }
-}
 
 /// The child binary, built on first call; `Err` says why it is missing.
 pub fn binary() -> Result<&'static Path, &'static str> {

@@ -8,5 +8,5 @@ use tally_benches::alloc::CountingAlloc;
 static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() -> ExitCode {
-    tally_benches::tokio_on_tally::child_main()
+    tally_benches::child::child_main()
 }
