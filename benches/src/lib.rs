@@ -11,7 +11,8 @@
 //! * [`workloads`]: W0 to W6, one module each, every engine's side of each;
 //! * [`echo_client`]: the separate client process of W4;
 //! * [`tokio_on_tally`]: the `tokio-on-tally` engine, run by a second
-//!   binary with mio patched to compat-mio;
+//!   binary with mio patched to compat-mio, whose entry point is
+//!   [`child`];
 //! * [`alloc`]: the counting global allocator;
 //! * [`report`] and [`plot`]: the table, the JSON and the SVG;
 //! * [`sys`]: the raw syscalls, in one place.

@@ -22,7 +22,7 @@ use crate::harness::{Case, Engine, Run};
 use crate::report::Footprint;
 
 /// The child binary, built on first call; `Err` says why it is missing.
-pub fn binary() -> Result<&'static Path, &'static str> {
+fn binary() -> Result<&'static Path, &'static str> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(build).as_deref().map_err(String::as_str)
 }

@@ -77,10 +77,8 @@ pub fn spec(cfg: Config) -> Spec {
             Case::new(Engine::Mio, |n| with_client(n, mio)),
             Case::new(Engine::Tokio, |n| with_client(n, tokio)),
             Case::new(Engine::Monoio, |n| with_client(n, monoio)),
-        ]
-        .into_iter()
-        .chain([crate::tokio_on_tally::case("W4")])
-        .collect(),
+            crate::tokio_on_tally::case("W4"),
+        ],
     }
 }
 

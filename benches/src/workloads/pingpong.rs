@@ -55,10 +55,8 @@ pub fn spec(cfg: Config) -> Spec {
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
             Case::new(Engine::Monoio, monoio),
-        ]
-        .into_iter()
-        .chain([crate::tokio_on_tally::case("W3")])
-        .collect(),
+            crate::tokio_on_tally::case("W3"),
+        ],
     }
 }
 

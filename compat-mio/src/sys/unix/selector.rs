@@ -388,10 +388,8 @@ impl Driver {
     /// Drops `fd`'s registration, which cancels its poll; whatever it
     /// still reports is swallowed by the reactor.
     fn unwatch(&mut self, fd: RawFd) {
-        if let Some(source) = self.sources.get_mut(fd as usize).and_then(Option::take) {
-            // Its backlog entry, if any, is skipped at emission.
-            drop(source);
-        }
+        // Its backlog entry, if any, is skipped at emission.
+        self.sources.get_mut(fd as usize).and_then(Option::take);
     }
 
     /// Watches `fd` as registration `id`, in place of any earlier one.
