@@ -44,7 +44,7 @@ mod signals;
 mod sync;
 mod token;
 
-pub use counted::{Count, CountedSignal, Raised};
+pub use counted::{Count, CountedSignal, LANE_MAX_N, LaneHint, Raised};
 pub use packet::{
     BufferRef, CompletionPacket, OpTag, Packet, PacketKind, ProcessSignalPacket, SignalPacket,
     TimerPacket,

@@ -14,8 +14,8 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tally_packets::{
-    CompletionPacket, Count, CountedSignal, OpTag, Packet, PacketKind, PacketList, PacketQueue,
-    ProcessSignalPacket, Raised, SignalPacket, Signals, TimerPacket, Token,
+    CompletionPacket, Count, CountedSignal, LaneHint, OpTag, Packet, PacketKind, PacketList,
+    PacketQueue, ProcessSignalPacket, Raised, SignalPacket, Signals, TimerPacket, Token,
 };
 
 const CASES: u32 = 256;
@@ -108,12 +108,20 @@ fn packet() -> impl Strategy<Value = Packet> {
 #[derive(Clone, Debug)]
 enum WordOp {
     Raise(u32, u32),
+    /// `raise_with` through producer `h`'s lane hint.
+    RaiseLane(usize, u32, u32),
     Take,
 }
 
 fn word_op() -> impl Strategy<Value = WordOp> {
+    // Lane raises draw from few bit sets and mostly small counts, so that
+    // they claim the lane, share it and sometimes miss it.
+    let lane_bits =
+        prop_oneof![Just(Signals::USER_0.bits()), Just(Signals::READABLE.bits()), bits()];
+    let lane_count = prop_oneof![3 => 0u32..=300, 1 => count()];
     prop_oneof![
         4 => (bits(), count()).prop_map(|(b, n)| WordOp::Raise(b, n)),
+        4 => (0..3usize, lane_bits, lane_count).prop_map(|(h, b, n)| WordOp::RaiseLane(h, b, n)),
         1 => Just(WordOp::Take),
     ]
 }
@@ -175,19 +183,40 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
     /// Every raise and take agrees with the model, and `Raised::Woke` is
-    /// returned exactly on the model's empty -> non-empty transitions.
+    /// returned exactly on the model's empty -> non-empty transitions; with
+    /// lane raises in the mix, on every such transition and at most on one
+    /// more raise per take (the word's own edge while the lane held some).
     #[test]
     fn counted_signal_matches_model(ops in vec(word_op(), 0..64)) {
         let word = CountedSignal::new();
+        let hints = [LaneHint::new(), LaneHint::new(), LaneHint::new()];
         let mut model = WordModel::default();
+        let mut lane_used = false;
+        let mut extra_wakes = 0;
         for op in ops {
-            match op {
+            let (raised, woke, what) = match op {
                 WordOp::Raise(b, n) => {
-                    let raised = word.raise(Signals::from_bits(b), n);
-                    let woke = model.raise(Signals::from_bits(b), n);
-                    prop_assert_eq!(raised == Raised::Woke, woke, "raise({:#x}, {})", b, n);
+                    (word.raise(Signals::from_bits(b), n), model.raise(Signals::from_bits(b), n), (b, n))
                 }
-                WordOp::Take => prop_assert_eq!(word.take(), model.take()),
+                WordOp::RaiseLane(h, b, n) => {
+                    lane_used = true;
+                    let raised = word.raise_with(&hints[h], Signals::from_bits(b), n);
+                    (raised, model.raise(Signals::from_bits(b), n), (b, n))
+                }
+                WordOp::Take => {
+                    extra_wakes = 0;
+                    prop_assert_eq!(word.take(), model.take());
+                    (Raised::Coalesced, false, (0, 0))
+                }
+            };
+            if !lane_used {
+                prop_assert_eq!(raised == Raised::Woke, woke, "raise{:x?}", what);
+            } else {
+                prop_assert!(!woke || raised == Raised::Woke, "raise{:x?} woke nobody", what);
+                if raised == Raised::Woke && !woke {
+                    extra_wakes += 1;
+                    prop_assert!(extra_wakes <= 1, "two extra wake-ups before a take");
+                }
             }
             prop_assert_eq!(word.peek(), model.pair());
             prop_assert_eq!(word.peek().1.is_unbounded(), model.count == u32::MAX);

@@ -22,10 +22,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tally_packets::{CountedSignal, Raised, Signals, Token};
+use tally_packets::{CountedSignal, LaneHint, Raised, Signals, Token};
 
 use crate::sys::syscall;
 
@@ -87,29 +86,6 @@ impl Remote {
             syscall::eventfd_kick(self.eventfd())?;
         }
         Ok(())
-    }
-
-    /// Spins for up to `budget` waiting for a notification, and returns
-    /// whether one arrived. Called before blocking: a producer that raises
-    /// again within the spin is caught without a kernel wake-up (its notify
-    /// finds `sleeping` false and writes nothing). A relaxed load suffices:
-    /// this is only a hint, and `prepare_sleep` decides.
-    pub(crate) fn spin_for_pending(&self, budget: Duration) -> bool {
-        let start = Instant::now();
-        loop {
-            // The clock is read every few rounds only: `pause` costs from a
-            // few to a hundred cycles depending on the CPU, so the budget is
-            // kept in time, not in rounds.
-            for _ in 0..8 {
-                if self.pending.load(Ordering::Relaxed) {
-                    return true;
-                }
-                std::hint::spin_loop();
-            }
-            if start.elapsed() >= budget {
-                return false;
-            }
-        }
     }
 
     /// The reactor is about to block. Returns false if something is already
@@ -230,14 +206,21 @@ impl Shared {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
 pub struct Signaler {
     shared: Arc<Shared>,
+    /// Whether this handle's bits own the signal's fast lane.
+    hint: LaneHint,
+}
+
+impl Clone for Signaler {
+    fn clone(&self) -> Signaler {
+        Signaler { shared: self.shared.clone(), hint: self.hint.snapshot() }
+    }
 }
 
 impl Signaler {
     pub(crate) fn new(shared: Arc<Shared>) -> Signaler {
-        Signaler { shared }
+        Signaler { shared, hint: LaneHint::new() }
     }
 
     /// ORs `bits` into the registration's signal and adds `n` to its count
@@ -249,7 +232,7 @@ impl Signaler {
     /// is then not delivered. Any error writing the reactor's eventfd.
     pub fn raise(&self, bits: Signals, n: u32) -> io::Result<Raised> {
         self.shared.check_open()?;
-        let raised = self.shared.signal.raise(bits, n);
+        let raised = self.shared.signal.raise_with(&self.hint, bits, n);
         if raised == Raised::Woke {
             self.shared.remote.notify(Some(self.shared.token))?;
         }

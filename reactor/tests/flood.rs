@@ -72,10 +72,12 @@ fn four_threads_raise_a_million_times_each() {
     let m = reactor.metrics();
     let raises = THREADS * RAISES;
     let woke = woke.load(Ordering::Relaxed);
-    // Every empty->non-empty edge owes at most one kernel wake-up, and the
-    // reactor saw one non-empty word per drain that found one.
+    // Every wake-owing raise owes at most one kernel wake-up. An edge is
+    // reported once on the word and at most once more through the fast
+    // lane (thread 0's bit claims it; see `CountedSignal`), so a drain that
+    // found something answers at most two wake-owing raises.
     assert!(m.kernel_wakes <= woke, "{} kernel wakes > {woke} empty->full edges", m.kernel_wakes);
-    assert!(woke <= drains + 1, "{woke} edges but only {drains} drains found anything");
+    assert!(woke <= 2 * (drains + 1), "{woke} edges but only {drains} drains found anything");
     // Each signal packet stands for `count` raises, `count - 1` of them
     // coalesced into the one that opened it.
     assert_eq!(m.coalesced_raises, raises - signal_packets);

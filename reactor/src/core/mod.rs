@@ -72,10 +72,6 @@ pub(crate) struct Core {
     /// a failure (never at once: a read that fails every time would spin).
     pub(crate) wake_failures: u32,
     pub(crate) wake_retry_at: Option<Instant>,
-    /// Whether operations were submitted or re-armed since the last enter:
-    /// then the next turn does not spin before blocking, since the enter
-    /// itself may complete them at once.
-    pub(crate) fresh_submissions: bool,
 }
 
 /// One registration's reactor-side state.
@@ -186,7 +182,6 @@ impl Core {
             wake_armed: false,
             wake_failures: 0,
             wake_retry_at: None,
-            fresh_submissions: false,
         }
     }
 

@@ -49,7 +49,6 @@ impl Core {
         // Cancelled, and Drop waits for every op the kernel holds.
         unsafe { self.driver.submit(token, &mut op.kind) };
         self.counters.submissions += 1;
-        self.fresh_submissions = true;
         Ok(token)
     }
 
@@ -61,7 +60,6 @@ impl Core {
         op.state = OpState::InFlight;
         op.armed_fresh = true;
         self.counters.submissions += 1;
-        self.fresh_submissions = true;
     }
 
     /// The end of the previous crank: count registrations woken then and

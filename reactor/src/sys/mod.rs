@@ -242,20 +242,6 @@ impl Driver {
         }
     }
 
-    /// Collects, without waiting, readiness the kernel holds that this
-    /// backend sees only by asking: on epoll, a non-blocking `epoll_wait`;
-    /// io_uring's completions are in the CQ without asking (`false`).
-    /// Returns whether completions now wait to be reaped.
-    pub(crate) fn look(&mut self) -> io::Result<bool> {
-        match &mut self.engine {
-            Engine::Uring(_) => Ok(false),
-            Engine::Epoll(e) => {
-                e.enter(false, Some(Duration::ZERO), &mut self.pools)?;
-                Ok(e.has_completions())
-            }
-        }
-    }
-
     pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
         match &mut self.engine {
             Engine::Uring(u) => u.reap(out),
@@ -267,15 +253,6 @@ impl Driver {
         match &mut self.engine {
             Engine::Uring(u) => u.flush_overflow(),
             Engine::Epoll(_) => false,
-        }
-    }
-
-    /// Whether the kernel has completions waiting to be posted for us
-    /// (deferred task work) or overflowed ones to flush.
-    pub(crate) fn kernel_has_work(&mut self) -> bool {
-        match &mut self.engine {
-            Engine::Uring(u) => u.kernel_has_work(),
-            Engine::Epoll(e) => e.has_completions(),
         }
     }
 

@@ -403,13 +403,6 @@ impl Uring {
         true
     }
 
-    /// Whether the kernel flags deferred task work (completions it will
-    /// post at our next enter) or an overflowed CQ.
-    pub(crate) fn kernel_has_work(&mut self) -> bool {
-        let sq = self.ring.submission();
-        sq.taskrun() || sq.cq_overflow()
-    }
-
     /// Whether the CQ holds completions not yet reaped.
     pub(crate) fn has_completions(&mut self) -> bool {
         !self.ring.completion().is_empty()
