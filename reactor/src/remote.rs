@@ -179,8 +179,10 @@ impl Shared {
 
 /// Raises a registration's counted signal from any thread.
 ///
-/// Cheap to clone. A raise that folds into an already-raised word costs one
-/// compare-and-swap and nothing else; only the raise that moves the word from
+/// Cheap to clone. A raise that folds into an already-raised signal costs one
+/// atomic RMW and nothing else: a `fetch_add` on the signal's fast lane once
+/// this handle knows its bits own it (see [`CountedSignal`]), a
+/// compare-and-swap otherwise. Only the raise that moves the signal from
 /// empty queues a wake-up, and the reactor makes at most one kernel wake-up
 /// per crank however many arrive.
 ///
