@@ -186,17 +186,6 @@ impl LaneHint {
         LaneHint { word: AtomicUsize::new(0), bits: AtomicU32::new(0) }
     }
 
-    /// A copy of what this hint knows, for a cloned producer handle.
-    pub fn snapshot(&self) -> LaneHint {
-        let h = LaneHint::new();
-        // Bits first, then the word: a copy bound to a word then holds that
-        // word's bits or none (a reader checks the word before the bits).
-        let word = self.word.load(Ordering::Acquire);
-        h.bits.store(self.bits.load(Ordering::Relaxed), Ordering::Relaxed);
-        h.word.store(word, Ordering::Release);
-        h
-    }
-
     /// Whether this hint says `bits` own `signal`'s lane.
     #[inline]
     fn owns(&self, signal: &CountedSignal, bits: Signals) -> bool {

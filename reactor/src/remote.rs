@@ -5,7 +5,7 @@
 //! empty→non-empty edge, and at most one kernel wake-up per crank:
 //!
 //! * a raise that only folds into a non-empty counted signal touches nothing
-//!   but the word;
+//!   but the signal (its word, or its fast lane);
 //! * the raise that moves the word from empty pushes the registration's token
 //!   onto the remote queue and sets `pending`;
 //! * the eventfd is written only if the reactor is `sleeping`, and only by the
@@ -215,8 +215,10 @@ pub struct Signaler {
 }
 
 impl Clone for Signaler {
+    /// The clone starts with an empty hint and learns the lane's owner on
+    /// its first raise (one compare-and-swap on the cold path).
     fn clone(&self) -> Signaler {
-        Signaler { shared: self.shared.clone(), hint: self.hint.snapshot() }
+        Signaler::new(self.shared.clone())
     }
 }
 
