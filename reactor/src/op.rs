@@ -7,12 +7,14 @@
 //! what makes cancellation sound: the kernel never writes into freed memory.
 //!
 //! Fds are borrowed by number: an fd named by an operation must stay open
-//! until the operation's **final completion** has been reaped. Asking to
-//! cancel is not enough: a cancel is asynchronous, and an SQE pushed this
-//! crank is not even submitted until the next enter, so an fd closed at
-//! once could be reused by a new socket that the queued operation then
-//! runs against. Close such an fd with [`Op::close`] on the same reactor
-//! instead: the close runs after every SQE already queued for the fd.
+//! until the operation's **final completion** has been reaped, or until the
+//! operation is cancelled ([`Registration::cancel`](crate::Registration::cancel),
+//! or dropping its registration). On io_uring the kernel resolves the number
+//! only when it consumes the SQE, so a cancel first hands every queued SQE
+//! to the kernel: the op binds to the file it was made for, and closing the
+//! fd right after the cancel, even with the number reused at once, reaches
+//! nothing of the new file. [`Op::close`] on the same reactor also works:
+//! the close runs after every SQE already queued for the fd.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -310,7 +310,12 @@ fn io_uring_unavailable(e: uring::SetupError) -> io::Error {
              do), or kernel.io_uring_disabled set to 1 or 2"
         }
         Some(libc::ENOSYS) => "a kernel built without io_uring, or a sandbox (gVisor) without it",
-        Some(libc::ENOMEM) => "RLIMIT_MEMLOCK too low for the ring (kernels before 5.12)",
+        // Seen on 6.18 too (reactor/tests/faults.rs): without CAP_IPC_LOCK
+        // the ring and a registered buffer ring still count against the
+        // memlock limit, per user.
+        Some(libc::ENOMEM) => {
+            "RLIMIT_MEMLOCK too low for the ring or its buffer rings (raise it with              `ulimit -l`, or ask for fewer entries)"
+        }
         _ => "a kernel too old for the features tally needs (Linux 5.19 or later)",
     };
     io::Error::new(

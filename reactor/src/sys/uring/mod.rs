@@ -319,13 +319,31 @@ impl Uring {
 
     /// Asks the kernel to cancel the operation tagged `target`. The cancel's
     /// own completion is skipped on success and ignored otherwise.
+    ///
+    /// io_uring resolves an op's fd only when the kernel consumes its SQE.
+    /// If anything is still queued, the target may be too, and the caller
+    /// may close the fd as soon as this returns and let the number be
+    /// reused: the op would then run on the new file at the next turn
+    /// (read its bytes, accept its connections). So whatever is queued,
+    /// this cancel last, goes to the kernel now: the op binds to the file
+    /// it was made for, and the cancel behind it stops it. One
+    /// `io_uring_enter` (submit only) per cancel made while submissions
+    /// wait; none when the queue is empty.
     pub(crate) fn cancel(&mut self, target: Token) {
+        let unsent = !self.backlog.is_empty() || !self.ring.submission().is_empty();
         let mut entry = opcode::AsyncCancel::new(target.as_u64()).build().user_data(CANCEL_TOKEN);
         if self.features.skip_success {
             entry = entry.flags(squeue::Flags::SKIP_SUCCESS);
         }
         // SAFETY: a cancel references no memory.
         unsafe { self.push(entry) };
+        if unsent {
+            self.flush_backlog();
+            self.enters += 1;
+            // Best effort: a busy kernel (`EBUSY`, a full CQ) leaves entries
+            // queued, as any submit does; the next turn sends them.
+            let _ = self.ring.submit();
+        }
     }
 
     /// Submits what is queued and, if `wait`, blocks for one completion or
