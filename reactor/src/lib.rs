@@ -54,6 +54,7 @@ mod reactor;
 mod registration;
 mod remote;
 mod slab;
+mod sync;
 mod sys;
 
 pub use buffers::RecvBuf;

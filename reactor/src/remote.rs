@@ -11,22 +11,83 @@
 //! * the eventfd is written only if the reactor is `sleeping`, and only by the
 //!   one notifier that swaps `sleeping` from true to false.
 //!
-//! The reactor stores `sleeping = true` and then loads `pending`; a notifier
-//! stores `pending = true` and then loads `sleeping`. Both pairs are `SeqCst`,
-//! so at least one side sees the other's store (Dekker): either the reactor
-//! does not block, or the notifier kicks the eventfd. No wake-up is lost.
+//! The reactor stores `sleeping = true`, issues a `SeqCst` fence and loads
+//! `pending`; a notifier stores `pending = true`, issues a `SeqCst` fence and
+//! loads `sleeping`. The two fences are ordered one way or the other, so at
+//! least one side sees the other's store (Dekker): either the reactor does
+//! not block, or the notifier kicks the eventfd. No wake-up is lost. (Fences
+//! rather than `SeqCst` accesses: they cost the same on x86, and loom models
+//! `SeqCst` fences but not `SeqCst` loads, so `remote/loom_model.rs` can
+//! check this very code.)
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::Mutex;
 use tally_packets::{CountedSignal, LaneHint, Raised, Signals, Token};
 
-use crate::sys::syscall;
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, fence};
+
+#[cfg(all(test, loom))]
+mod loom_model;
+
+/// What a notifier writes to end the reactor's blocking wait: an eventfd,
+/// or under loom a flag and a condition variable the model blocks on.
+struct WakeFd {
+    #[cfg(not(loom))]
+    fd: std::os::fd::OwnedFd,
+    #[cfg(loom)]
+    kicked: loom::sync::Mutex<bool>,
+    #[cfg(loom)]
+    cond: loom::sync::Condvar,
+}
+
+impl WakeFd {
+    #[cfg(not(loom))]
+    fn new() -> io::Result<WakeFd> {
+        Ok(WakeFd { fd: crate::sys::syscall::eventfd()? })
+    }
+
+    #[cfg(not(loom))]
+    fn raw(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+
+    #[cfg(not(loom))]
+    fn kick(&self) -> io::Result<()> {
+        crate::sys::syscall::eventfd_kick(self.raw())
+    }
+
+    #[cfg(loom)]
+    fn new() -> io::Result<WakeFd> {
+        Ok(WakeFd { kicked: loom::sync::Mutex::new(false), cond: loom::sync::Condvar::new() })
+    }
+
+    #[cfg(loom)]
+    fn raw(&self) -> i32 {
+        -1
+    }
+
+    #[cfg(loom)]
+    fn kick(&self) -> io::Result<()> {
+        *self.kicked.lock().unwrap() = true;
+        self.cond.notify_one();
+        Ok(())
+    }
+
+    /// The model's blocking wait: returns once kicked, and consumes the
+    /// kick as the reactor's read of the eventfd does. A wait nobody kicks
+    /// is a deadlock, which loom reports.
+    #[cfg(all(loom, test))]
+    fn wait(&self) {
+        let mut kicked = self.kicked.lock().unwrap();
+        while !*kicked {
+            kicked = self.cond.wait(kicked).unwrap();
+        }
+        *kicked = false;
+    }
+}
 
 /// State shared between a reactor and every handle that can wake it.
 pub(crate) struct Remote {
@@ -41,7 +102,7 @@ pub(crate) struct Remote {
     sleeping: AtomicBool,
     /// False once the reactor is dropped: handles then return errors.
     alive: AtomicBool,
-    eventfd: OwnedFd,
+    wake_fd: WakeFd,
     /// Kernel wake-ups (eventfd writes) made so far.
     kicks: AtomicU64,
 }
@@ -53,13 +114,13 @@ impl Remote {
             pending: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             alive: AtomicBool::new(true),
-            eventfd: syscall::eventfd()?,
+            wake_fd: WakeFd::new()?,
             kicks: AtomicU64::new(0),
         })
     }
 
     pub(crate) fn eventfd(&self) -> i32 {
-        self.eventfd.as_raw_fd()
+        self.wake_fd.raw()
     }
 
     pub(crate) fn kicks(&self) -> u64 {
@@ -79,11 +140,18 @@ impl Remote {
         if let Some(token) = token {
             self.queue.lock().push(token);
         }
-        self.pending.store(true, Ordering::SeqCst);
-        // Load first so that an awake reactor costs notifiers no write.
-        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
+        // Release, paired with the reactor's Acquire loads: whatever the
+        // notifier published before waking (a task id in the executor's own
+        // queue, a flag) is visible to the crank that sees `pending`, even
+        // when that crank does not block and takes no lock we share.
+        self.pending.store(true, Ordering::Release);
+        // Dekker, with `prepare_sleep`'s fence: see the module doc.
+        fence(Ordering::SeqCst);
+        // Load first so that an awake reactor costs notifiers no write; the
+        // swap elects the one notifier that kicks.
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
             self.kicks.fetch_add(1, Ordering::Relaxed);
-            syscall::eventfd_kick(self.eventfd())?;
+            self.wake_fd.kick()?;
         }
         Ok(())
     }
@@ -91,9 +159,16 @@ impl Remote {
     /// The reactor is about to block. Returns false if something is already
     /// pending, in which case it must not block.
     pub(crate) fn prepare_sleep(&self) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
-        if self.pending.load(Ordering::SeqCst) {
-            self.sleeping.store(false, Ordering::SeqCst);
+        // Swaps, not stores, wherever the reactor writes `sleeping`: a
+        // notifier's swap and the reactor's write then meet in one
+        // modification order in loom too (loom#254 lets a plain store land
+        // inside another thread's RMW). One locked instruction per blocking
+        // turn, beside a syscall.
+        self.sleeping.swap(true, Ordering::Relaxed);
+        // Dekker, with `notify`'s fence: see the module doc.
+        fence(Ordering::SeqCst);
+        if self.pending.load(Ordering::Acquire) {
+            self.sleeping.swap(false, Ordering::Relaxed);
             return false;
         }
         true
@@ -101,19 +176,30 @@ impl Remote {
 
     /// The reactor is awake again.
     pub(crate) fn woke(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
+        self.sleeping.swap(false, Ordering::Relaxed);
     }
 
     /// Whether a notification arrived since the last `take`.
     pub(crate) fn is_pending(&self) -> bool {
-        self.pending.load(Ordering::SeqCst)
+        self.pending.load(Ordering::Acquire)
     }
 
     /// Moves the queued tokens into `out` (which should be empty), leaving
     /// `out`'s old allocation in the queue for reuse.
+    ///
+    /// `pending` is cleared before the lock is taken: a notifier whose push
+    /// this swap misses locked after it, so its `pending = true` lands after
+    /// this clear and the next crank does not sleep.
     pub(crate) fn take(&self, out: &mut Vec<Token>) {
-        self.pending.store(false, Ordering::SeqCst);
+        self.pending.store(false, Ordering::Relaxed);
         std::mem::swap(&mut *self.queue.lock(), out);
+    }
+
+    /// The model's stand-in for the reactor's blocking `io_uring_enter` or
+    /// `epoll_wait`: returns once a notifier kicked.
+    #[cfg(all(loom, test))]
+    pub(crate) fn block(&self) {
+        self.wake_fd.wait();
     }
 
     pub(crate) fn shut_down(&self) {
