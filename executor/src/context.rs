@@ -28,12 +28,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Wake;
 
-use parking_lot::Mutex;
 use tally_reactor::{BufGroup, Reactor, RemoteWaker};
 
+use crate::sync::{AtomicBool, Mutex};
 use crate::timers::{Clock, Timers};
 
 /// Buffers in the shared receive ring.
@@ -104,6 +104,14 @@ pub(crate) struct Shared {
     pub(crate) reactor: RemoteWaker,
 }
 
+impl Shared {
+    /// Moves the tasks woken from other threads into `out` (which should be
+    /// empty), leaving `out`'s old allocation in the queue for reuse.
+    pub(crate) fn take_remote(&self, out: &mut Vec<TaskId>) {
+        std::mem::swap(&mut *self.remote.lock(), out);
+    }
+}
+
 /// The waker behind every task (and behind `block_on`'s future).
 pub(crate) struct TaskWaker {
     pub(crate) id: TaskId,
@@ -116,6 +124,18 @@ pub(crate) struct TaskWaker {
 impl TaskWaker {
     pub(crate) fn new(id: TaskId, shared: Arc<Shared>, scheduled: bool) -> TaskWaker {
         TaskWaker { id, scheduled: AtomicBool::new(scheduled), shared }
+    }
+
+    /// The executor is about to poll the task: clears `scheduled`, so that
+    /// a wake from here on queues it again.
+    ///
+    /// A swap, not a store: reading the flag with Acquire pairs with the
+    /// Release half of the wake that set it, so the poll sees what that
+    /// waker wrote before waking. With a store, a wake whose swap found the
+    /// flag still set returns without queuing, and the poll may miss its
+    /// writes: a lost wake-up (`loom_model.rs` finds it).
+    pub(crate) fn begin_poll(&self) {
+        self.scheduled.swap(false, Ordering::AcqRel);
     }
 
     fn schedule(&self) {

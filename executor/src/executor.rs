@@ -107,7 +107,7 @@ impl Executor {
                 return;
             }
             let Some(future) = slot.future.take() else { return };
-            slot.header.scheduled.store(false, Ordering::Release);
+            slot.header.begin_poll();
             // A Waker made from the Arc: a reference count, no allocation.
             (future, Waker::from(slot.header.clone()), slot.join.clone())
         };
@@ -175,7 +175,7 @@ impl Executor {
 
     fn drain_remote(&self) {
         let mut scratch = self.remote_scratch.borrow_mut();
-        std::mem::swap(&mut *self.core.shared.remote.lock(), &mut *scratch);
+        self.core.shared.take_remote(&mut scratch);
         self.core.run_queue.borrow_mut().extend(scratch.drain(..));
     }
 

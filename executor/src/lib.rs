@@ -47,8 +47,11 @@
 
 mod context;
 mod executor;
+#[cfg(all(test, loom))]
+mod loom_model;
 pub mod net;
 pub mod signal;
+mod sync;
 mod sys;
 mod task;
 mod test_executor;

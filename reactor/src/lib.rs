@@ -63,6 +63,9 @@ pub use metrics::Metrics;
 pub use op::{BufGroup, Cancel, Op, OpId};
 pub use reactor::{Builder, Reactor};
 pub use registration::{Packets, Registration};
+#[cfg(loom)]
+#[doc(hidden)]
+pub use remote::ModelReactor;
 pub use remote::{RemoteWaker, Sender, Signaler};
 pub use sys::Features;
 /// Checks that `fd` is open and can wait for readiness, as

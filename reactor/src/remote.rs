@@ -79,7 +79,7 @@ impl WakeFd {
     /// The model's blocking wait: returns once kicked, and consumes the
     /// kick as the reactor's read of the eventfd does. A wait nobody kicks
     /// is a deadlock, which loom reports.
-    #[cfg(all(loom, test))]
+    #[cfg(loom)]
     fn wait(&self) {
         let mut kicked = self.kicked.lock().unwrap();
         while !*kicked {
@@ -197,13 +197,68 @@ impl Remote {
 
     /// The model's stand-in for the reactor's blocking `io_uring_enter` or
     /// `epoll_wait`: returns once a notifier kicked.
-    #[cfg(all(loom, test))]
+    #[cfg(loom)]
     pub(crate) fn block(&self) {
         self.wake_fd.wait();
     }
 
     pub(crate) fn shut_down(&self) {
         self.alive.store(false, Ordering::Release);
+    }
+}
+
+/// A reactor reduced to its remote-wake handshake, for the loom models of
+/// this crate and of the executor (only under `--cfg loom`): it cranks as
+/// [`Reactor::turn`](crate::Reactor::turn) does, blocking on the modelled
+/// eventfd unless something is pending, then taking the remote queue.
+#[cfg(loom)]
+#[doc(hidden)]
+pub struct ModelReactor {
+    remote: Arc<Remote>,
+    tokens: Vec<Token>,
+}
+
+#[cfg(loom)]
+impl ModelReactor {
+    /// A reactor with an empty remote queue, awake.
+    pub fn new() -> ModelReactor {
+        ModelReactor { remote: Arc::new(Remote::new().unwrap()), tokens: Vec::new() }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn remote(&self) -> &Arc<Remote> {
+        &self.remote
+    }
+
+    /// A waker for this reactor, as `Reactor::remote_waker` makes.
+    pub fn remote_waker(&self) -> RemoteWaker {
+        RemoteWaker::new(self.remote.clone())
+    }
+
+    /// One crank: `prepare_sleep`, block until kicked if it allows and
+    /// `may_block`, `woke`, then take the queue. Returns the tokens taken.
+    pub fn crank(&mut self, may_block: bool) -> &[Token] {
+        if may_block && self.remote.prepare_sleep() {
+            self.remote.block();
+            self.remote.woke();
+        }
+        self.tokens.clear();
+        self.remote.take(&mut self.tokens);
+        &self.tokens
+    }
+}
+
+#[cfg(loom)]
+impl Default for ModelReactor {
+    fn default() -> ModelReactor {
+        ModelReactor::new()
+    }
+}
+
+#[cfg(loom)]
+impl fmt::Debug for ModelReactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelReactor").finish_non_exhaustive()
     }
 }
 

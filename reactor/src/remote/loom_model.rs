@@ -13,7 +13,7 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 use tally_packets::{Signals, Token};
 
-use super::{Remote, RemoteWaker, Sender, Shared, Signaler};
+use super::{ModelReactor, Sender, Shared, Signaler};
 
 /// Explores every interleaving with up to four preemptions: enough for
 /// each handshake step of each thread to land between any two of the
@@ -24,26 +24,15 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-fn shared(remote: &Arc<Remote>, slot: u32) -> Arc<Shared> {
-    Arc::new(Shared::new(Token::new(slot, 1), remote.clone(), 4))
-}
-
-/// One crank of the reactor as `Reactor::turn` runs it: block unless
-/// something is pending (`prepare_sleep`), wake, then take the queue.
-fn crank(remote: &Remote, tokens: &mut Vec<Token>, may_block: bool) {
-    if may_block && remote.prepare_sleep() {
-        remote.block();
-        remote.woke();
-    }
-    tokens.clear();
-    remote.take(tokens);
+fn shared(reactor: &ModelReactor, slot: u32) -> Arc<Shared> {
+    Arc::new(Shared::new(Token::new(slot, 1), reactor.remote().clone(), 4))
 }
 
 #[test]
 fn loom_model_raises_from_two_threads_reach_a_sleeping_reactor() {
     model(|| {
-        let remote = Arc::new(Remote::new().unwrap());
-        let reg = shared(&remote, 1);
+        let mut reactor = ModelReactor::new();
+        let reg = shared(&reactor, 1);
         let producers: Vec<_> = (0..2)
             .map(|_| {
                 let signaler = Signaler::new(reg.clone());
@@ -53,10 +42,8 @@ fn loom_model_raises_from_two_threads_reach_a_sleeping_reactor() {
             })
             .collect();
         let mut seen = 0u32;
-        let mut tokens = Vec::new();
         while seen < 2 {
-            crank(&remote, &mut tokens, true);
-            for &token in &tokens {
+            for &token in reactor.crank(true) {
                 assert_eq!(token, reg.token);
                 seen += reg.signal.take().1.get();
             }
@@ -71,19 +58,17 @@ fn loom_model_raises_from_two_threads_reach_a_sleeping_reactor() {
 #[test]
 fn loom_model_a_remote_wake_is_not_lost() {
     model(|| {
-        let remote = Arc::new(Remote::new().unwrap());
+        let mut reactor = ModelReactor::new();
         // What a task waker publishes before it wakes the reactor.
         let work = Arc::new(AtomicBool::new(false));
-        let waker = RemoteWaker::new(remote.clone());
+        let waker = reactor.remote_waker();
         let w = work.clone();
         let t = thread::spawn(move || {
             w.store(true, Ordering::Release);
             waker.wake().unwrap();
         });
-        let mut tokens = Vec::new();
         while !work.load(Ordering::Acquire) {
-            crank(&remote, &mut tokens, true);
-            assert!(tokens.is_empty());
+            assert!(reactor.crank(true).is_empty());
         }
         t.join().unwrap();
     });
@@ -92,9 +77,9 @@ fn loom_model_a_remote_wake_is_not_lost() {
 #[test]
 fn loom_model_a_send_and_a_raise_on_two_registrations_both_arrive() {
     model(|| {
-        let remote = Arc::new(Remote::new().unwrap());
-        let a = shared(&remote, 1);
-        let b = shared(&remote, 2);
+        let mut reactor = ModelReactor::new();
+        let a = shared(&reactor, 1);
+        let b = shared(&reactor, 2);
         let sender = Sender::new(a.clone());
         let signaler = Signaler::new(b.clone());
         let t1 = thread::spawn(move || sender.send([7; 32]).unwrap());
@@ -102,10 +87,8 @@ fn loom_model_a_send_and_a_raise_on_two_registrations_both_arrive() {
             signaler.raise(Signals::READABLE, 3).unwrap();
         });
         let (mut payloads, mut count) = (0, 0);
-        let mut tokens = Vec::new();
         while payloads < 1 || count < 3 {
-            crank(&remote, &mut tokens, true);
-            for &token in &tokens {
+            for &token in reactor.crank(true) {
                 if token == a.token {
                     a.drain_user(|p| {
                         assert_eq!(p, [7; 32]);
@@ -126,15 +109,14 @@ fn loom_model_a_send_and_a_raise_on_two_registrations_both_arrive() {
 #[test]
 fn loom_model_raises_after_shut_down_fail_and_none_is_half_delivered() {
     model(|| {
-        let remote = Arc::new(Remote::new().unwrap());
-        let reg = shared(&remote, 1);
+        let mut reactor = ModelReactor::new();
+        let reg = shared(&reactor, 1);
         let signaler = Signaler::new(reg.clone());
         let t = thread::spawn(move || signaler.raise(Signals::user(1), 1).is_ok());
-        let mut tokens = Vec::new();
-        crank(&remote, &mut tokens, false);
+        reactor.crank(false);
         // As the reactor's drop does: the remote first, then every
         // registration.
-        remote.shut_down();
+        reactor.remote().shut_down();
         reg.close();
         let delivered = t.join().unwrap();
         // After the join, a raise is refused outright.
@@ -142,8 +124,7 @@ fn loom_model_raises_after_shut_down_fail_and_none_is_half_delivered() {
         if !delivered {
             // A refused raise may have been counted in the word before the
             // notify saw the shut-down; it never reached the queue.
-            crank(&remote, &mut tokens, false);
-            assert!(tokens.is_empty());
+            assert!(reactor.crank(false).is_empty());
         }
     });
 }
