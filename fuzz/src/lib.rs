@@ -9,3 +9,4 @@
 pub mod mio_readiness;
 pub mod packets_model;
 pub mod reactor_ops;
+pub mod token_slab;
