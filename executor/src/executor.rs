@@ -401,6 +401,12 @@ impl LocalReactor {
     pub fn metrics(&self) -> tally_reactor::Metrics {
         self.exec.core.reactor.metrics()
     }
+
+    /// Spawned tasks that have not ended yet (running, queued or waiting),
+    /// detached ones included; `block_on`'s own future is not counted.
+    pub fn live_tasks(&self) -> usize {
+        self.exec.core.tasks.borrow().len()
+    }
 }
 
 impl fmt::Debug for LocalReactor {

@@ -288,3 +288,25 @@ fn every_sequence_of_four_actions_matches_the_model() {
     let _ = std::panic::take_hook();
     assert_eq!(runs, 4 * (1 + 5 + 25 + 125 + 625));
 }
+
+#[test]
+fn live_tasks_counts_spawned_tasks_until_they_end() {
+    let rt = LocalReactor::new().unwrap();
+    assert_eq!(rt.live_tasks(), 0);
+    let event = Rc::new(Event::default());
+    let waiting = rt.spawn(WaitFor(event.clone()));
+    let aborted = rt.spawn(WaitFor(Rc::new(Event::default())));
+    drop(rt.spawn(async { 1 }));
+    assert_eq!(rt.live_tasks(), 3);
+    rt.block_on(async {
+        Crank(false).await;
+        // The detached one ran to its end; the other two wait.
+        assert_eq!(rt.live_tasks(), 2);
+        aborted.abort();
+        Crank(false).await;
+        assert_eq!(rt.live_tasks(), 1);
+        event.release();
+        waiting.await.unwrap();
+    });
+    assert_eq!(rt.live_tasks(), 0);
+}
