@@ -32,20 +32,26 @@
 //! *bits* is one byte; its bit `i` sets signal bit `BIT_MAP[i]`. *count* is a
 //! class byte, `c % 4`: `0` small (`next % 8`), `1` near the top
 //! (`u32::MAX - next % 8`), `2` about half (`u32::MAX / 2 + next % 4`), `3`
-//! four little-endian bytes.
+//! four little-endian bytes. In a raise (op 0), bit 7 of the class byte
+//! raises through `raise_with` and a `LaneHint` (bit 6 picks one of the
+//! word's two hints, as two `Signaler`s would hold), the fast-lane path.
 //!
 //! # The model
 //!
 //! A word is a `u32` of bits plus a `u32` count added with `saturating_add`;
-//! a raise "wakes" when it moves the word from empty to non-empty. The queue is
+//! a raise "wakes" when it moves the word from empty to non-empty. The real
+//! word must report every such wake; once its lane holds a count (since the
+//! last take) it may also report one more than the model, as
+//! `CountedSignal`'s doc allows ("an edge may report `Woke` twice, never
+//! zero times"). The queue is
 //! a `Vec`: below the cap a push appends; at the cap a signal packet folds into
 //! the newest queued signal packet of the same key (trigger and observed ORed,
 //! counts added with saturation, the queued packet's status kept) and any
 //! other packet is handed back unchanged.
 
 use tally_packets::{
-    CompletionPacket, Count, CountedSignal, OpTag, Packet, PacketKind, PacketList, PacketQueue,
-    Pushed, Raised, SignalPacket, Signals, TimerPacket, Token,
+    CompletionPacket, Count, CountedSignal, LaneHint, OpTag, Packet, PacketKind, PacketList,
+    PacketQueue, Pushed, Raised, SignalPacket, Signals, TimerPacket, Token,
 };
 
 /// The keys that the words feed and that packets are pushed with. Two share
@@ -83,6 +89,11 @@ pub struct Coverage {
     pub refused_others: usize,
     /// Cranks whose refused packet was raised back into its word.
     pub raised_back: usize,
+    /// Raises through a `LaneHint` (`raise_with`).
+    pub lane_raises: usize,
+    /// Raises that reported `Woke` on a word the model held non-empty,
+    /// which a lane holding a count allows.
+    pub double_wakes: usize,
     /// Non-empty drains.
     pub drains: usize,
 }
@@ -128,12 +139,19 @@ impl Input<'_> {
     }
 
     fn count(&mut self) -> Option<u32> {
-        Some(match self.byte()? % 4 {
+        Some(self.count_and_class()?.0)
+    }
+
+    /// A count and the class byte it was read with.
+    fn count_and_class(&mut self) -> Option<(u32, u8)> {
+        let class = self.byte()?;
+        let n = match class % 4 {
             0 => u32::from(self.byte()? % 8),
             1 => u32::MAX - u32::from(self.byte()? % 8),
             2 => u32::MAX / 2 + u32::from(self.byte()? % 4),
             _ => u32::from_le_bytes([self.byte()?, self.byte()?, self.byte()?, self.byte()?]),
-        })
+        };
+        Some((n, class))
     }
 }
 
@@ -230,6 +248,10 @@ fn is_signal(p: &Packet) -> bool {
 /// The real types and their models, side by side.
 struct Harness {
     words: [CountedSignal; 3],
+    /// Two hints per word, as two `Signaler`s of one registration hold.
+    hints: [[LaneHint; 2]; 3],
+    /// Whether a raise went through word `k`'s lane since its last take.
+    lane_used: [bool; 3],
     word_models: [WordModel; 3],
     queue: PacketQueue,
     model: QueueModel,
@@ -242,6 +264,8 @@ impl Harness {
     fn new(cap: usize) -> Harness {
         Harness {
             words: [CountedSignal::new(), CountedSignal::new(), CountedSignal::new()],
+            hints: std::array::from_fn(|_| [LaneHint::new(), LaneHint::new()]),
+            lane_used: [false; 3],
             word_models: [WordModel::default(); 3],
             queue: PacketQueue::with_cap(cap),
             model: QueueModel::new(cap),
@@ -255,12 +279,18 @@ impl Harness {
         let op = input.byte()? % 9;
         match op {
             0 => {
-                let (k, bits, n) = (input.key()?, input.bits()?, input.count()?);
-                self.raise(k, bits, n);
+                let (k, bits) = (input.key()?, input.bits()?);
+                let (n, class) = input.count_and_class()?;
+                if class & 0x80 != 0 {
+                    self.raise_lane(k, usize::from(class >> 6 & 1), bits, n);
+                } else {
+                    self.raise(k, bits, n);
+                }
             }
             1 => {
                 let k = input.key()?;
                 assert_eq!(self.words[k].take(), self.word_models[k].take(), "take word {k}");
+                self.lane_used[k] = false;
             }
             2 => {
                 let (k, trigger, observed) = (input.key()?, input.bits()?, input.bits()?);
@@ -296,11 +326,34 @@ impl Harness {
     }
 
     fn raise(&mut self, k: usize, bits: Signals, n: u32) {
+        let raised = self.words[k].raise(bits, n);
+        self.record_raise(k, bits, n, raised);
+    }
+
+    /// A raise through hint `h` of word `k`: the fast lane once the hint
+    /// owns it.
+    fn raise_lane(&mut self, k: usize, h: usize, bits: Signals, n: u32) {
+        let raised = self.words[k].raise_with(&self.hints[k][h], bits, n);
+        self.lane_used[k] = true;
+        self.cov.lane_raises += 1;
+        self.record_raise(k, bits, n, raised);
+    }
+
+    fn record_raise(&mut self, k: usize, bits: Signals, n: u32, raised: Raised) {
         let was_empty = self.word_models[k].is_empty();
         let was_saturated = self.word_models[k].count == u32::MAX;
-        let woke = self.words[k].raise(bits, n) == Raised::Woke;
-        assert_eq!(woke, self.word_models[k].raise(bits, n), "raise word {k} ({bits:?}, {n})");
-        if woke {
+        let woke = raised == Raised::Woke;
+        let model_woke = self.word_models[k].raise(bits, n);
+        if model_woke {
+            assert!(woke, "raise word {k} ({bits:?}, {n}) owed a wake-up and reported none");
+        } else if woke {
+            assert!(
+                self.lane_used[k],
+                "raise word {k} ({bits:?}, {n}) woke a non-empty word whose lane is empty"
+            );
+            self.cov.double_wakes += 1;
+        }
+        if woke && model_woke {
             self.cov.wakes += 1;
         } else if !was_empty {
             self.cov.coalesced += 1;
@@ -315,6 +368,7 @@ impl Harness {
     fn crank(&mut self, k: usize) {
         let (bits, count) = self.words[k].take();
         assert_eq!((bits, count), self.word_models[k].take(), "crank word {k}");
+        self.lane_used[k] = false;
         if bits.is_empty() && count == Count::ZERO {
             return;
         }
@@ -413,6 +467,8 @@ impl std::ops::AddAssign for Coverage {
         self.refused_signals += rhs.refused_signals;
         self.refused_others += rhs.refused_others;
         self.raised_back += rhs.raised_back;
+        self.lane_raises += rhs.lane_raises;
+        self.double_wakes += rhs.double_wakes;
         self.drains += rhs.drains;
     }
 }

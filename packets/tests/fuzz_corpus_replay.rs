@@ -36,6 +36,8 @@ fn replay_packets_model_corpus() {
         refused_others,
         raised_back,
         drains,
+        lane_raises,
+        double_wakes,
     } = total;
     for (what, n) in [
         ("ops", ops),
@@ -50,6 +52,8 @@ fn replay_packets_model_corpus() {
         ("refused other packets", refused_others),
         ("cranks raised back", raised_back),
         ("drains", drains),
+        ("raises through a lane hint", lane_raises),
+        ("double wake-ups a lane allows", double_wakes),
     ] {
         assert!(n > 0, "the corpus never reaches: {what}");
     }
