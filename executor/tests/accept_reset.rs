@@ -12,18 +12,7 @@ use util::bounded;
 
 /// Closes `s` with `SO_LINGER` 0: the kernel sends RST instead of FIN.
 fn reset(s: std::net::TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: `linger` is a valid, live `struct linger` of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+    util::linger_zero(s.as_raw_fd());
     drop(s);
 }
 

@@ -364,19 +364,7 @@ async fn client(addr: SocketAddr, round: u32, id: u32) {
 /// behind in the kernel, so each round starts as the last one did. The
 /// graceful path (shutdown, EOF) is `echo.rs`'s.
 fn close_abortively(s: TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: `linger` is a valid, live `struct linger` of the size passed,
-    // and the fd is open for as long as `s` is.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", io::Error::last_os_error());
+    util::linger_zero(s.as_raw_fd());
     // Dropping closes the fd through the reactor.
     drop(s);
 }

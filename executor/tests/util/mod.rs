@@ -5,7 +5,8 @@
 //! * [`CountingWaker`]: a waker that counts its wakes, clones and drops;
 //! * [`yield_now`] and [`crank`]: let the executor run one round;
 //! * [`bounded`]: every wait in a test is bounded in time, and fails loudly
-//!   instead of hanging.
+//!   instead of hanging;
+//! * [`linger_zero`]: make a socket's close a reset (RST, no TIME_WAIT).
 
 #![allow(dead_code)]
 
@@ -211,4 +212,26 @@ impl Drop for Watchdog {
     fn drop(&mut self) {
         self.done.store(true, Ordering::SeqCst);
     }
+}
+
+/// Sets `SO_LINGER` {on, 0} on socket `fd`: its close then sends RST
+/// instead of FIN, discards whatever was queued, and leaves no TIME_WAIT.
+///
+/// # Panics
+///
+/// If `setsockopt` fails (`fd` is not an open socket).
+pub fn linger_zero(fd: std::os::fd::RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: `linger` is a valid, live `struct linger` of the size passed;
+    // setsockopt only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
 }
