@@ -41,8 +41,8 @@ fn waker(reactor: &ModelReactor, scheduled: bool) -> Arc<TaskWaker> {
 /// The executor's side: polls the task when it is queued (`begin_poll`,
 /// then the task's "future": it is ready once it sees `want` events),
 /// cranks the reactor and drains the remote run queue, as `Executor::crank`
-/// does, until the task is ready. Returns how many times the task was
-/// polled. Panics if the task is queued twice without a poll between.
+/// does, until the task is ready. Panics if the task is queued twice
+/// without a poll between.
 fn run(reactor: &mut ModelReactor, task: &TaskWaker, events: &AtomicU32, want: u32, queued: bool) {
     let mut queue = Vec::new();
     let mut run_now = queued;
@@ -64,38 +64,32 @@ fn run(reactor: &mut ModelReactor, task: &TaskWaker, events: &AtomicU32, want: u
     }
 }
 
-#[test]
-fn loom_model_a_wake_from_another_thread_reaches_a_parked_task() {
-    model(|| {
+/// One waker on another thread publishes an event and wakes the task,
+/// which is parked (`queued` false) or about to be polled (`queued` true:
+/// just spawned, so the wake races with its first `begin_poll`).
+fn one_wake(queued: bool) {
+    model(move || {
         let mut reactor = ModelReactor::new();
-        let task = waker(&reactor, false);
-        let events = Arc::new(AtomicU32::new(0));
-        let (t, e) = (task.clone(), events.clone());
-        let h = thread::spawn(move || {
-            e.store(1, Ordering::Relaxed);
-            t.wake();
-        });
-        run(&mut reactor, &task, &events, 1, false);
-        h.join().unwrap();
-    });
-}
-
-#[test]
-fn loom_model_a_wake_during_the_poll_is_not_lost() {
-    // The task was just spawned (scheduled and queued); the wake races with
-    // its first poll's `begin_poll`.
-    model(|| {
-        let mut reactor = ModelReactor::new();
-        let task = waker(&reactor, true);
+        let task = waker(&reactor, queued);
         let events = Arc::new(AtomicU32::new(0));
         let (t, e) = (task.clone(), events.clone());
         let h = thread::spawn(move || {
             e.store(1, Ordering::Relaxed);
             t.wake_by_ref();
         });
-        run(&mut reactor, &task, &events, 1, true);
+        run(&mut reactor, &task, &events, 1, queued);
         h.join().unwrap();
     });
+}
+
+#[test]
+fn loom_model_a_wake_from_another_thread_reaches_a_parked_task() {
+    one_wake(false);
+}
+
+#[test]
+fn loom_model_a_wake_during_the_poll_is_not_lost() {
+    one_wake(true);
 }
 
 #[test]
