@@ -9,9 +9,9 @@
 //! they need each other: `spawn` reaches the table through the thread-local,
 //! and a waker consults the thread-local to find its run queue.
 //!
-//! A task is three allocations made once at spawn: the boxed future, the
-//! `Arc` that backs its waker, and the `Rc` its
-//! [`JoinHandle`](crate::JoinHandle) shares. Polling and waking allocate
+//! A task is one allocation made at spawn (`task.rs`'s `Task`: this
+//! module's [`TaskWaker`], the future, its output and the handle's state);
+//! the slab here holds it as a [`Runnable`]. Polling and waking allocate
 //! nothing.
 //!
 //! A waker carries the task's id, the id of the executor that owns it, and a
@@ -21,11 +21,8 @@
 //! local run queue; from anywhere else it goes onto the executor's remote
 //! queue and the reactor is woken (one kernel wake-up per crank at most).
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,7 +135,8 @@ impl TaskWaker {
         self.scheduled.swap(false, Ordering::AcqRel);
     }
 
-    fn schedule(&self) {
+    /// Queues the task, unless a wake since its last poll already did.
+    pub(crate) fn schedule(&self) {
         // AcqRel: the waker's writes before waking are visible to the poll
         // that follows, and only one wake wins the false→true edge.
         if self.scheduled.swap(true, Ordering::AcqRel) {
@@ -165,25 +163,18 @@ impl Wake for TaskWaker {
     }
 }
 
-/// A spawned task, as the executor stores it.
-pub(crate) struct TaskSlot {
-    pub(crate) generation: u32,
-    /// `None` while the task is being polled.
-    pub(crate) future: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    /// The task's waker state; each poll's `Waker` is made from it.
-    pub(crate) header: Arc<TaskWaker>,
-    pub(crate) join: Rc<dyn JoinNotify>,
-}
-
-/// The executor's view of a task's join state, whatever its output type.
-pub(crate) trait JoinNotify {
-    /// Whether the task's handle asked for it to be aborted.
-    fn is_aborted(&self) -> bool;
-    /// The task was cancelled (aborted, or its executor dropped) before it
-    /// finished.
-    fn cancelled(&self);
-    /// The task panicked with `payload`.
-    fn panicked(&self, payload: Box<dyn Any + Send>);
+/// A spawned task, as the executor's slab holds it, whatever its future
+/// and output types: implemented by `task.rs`'s `Task`.
+pub(crate) trait Runnable {
+    /// The task's waker state (its id, its `scheduled` flag).
+    fn header(&self) -> &TaskWaker;
+    /// Polls the task once (or cancels it, if its handle aborted it).
+    /// Returns whether it ended: finished, panicked or cancelled; its
+    /// future is dropped by then.
+    fn run(self: Arc<Self>) -> bool;
+    /// Drops the future without polling it again (if it has not ended);
+    /// its handle yields `JoinError::Cancelled`.
+    fn cancel(&self);
 }
 
 /// The state of one executor that its tasks, wakers, timers and sockets
@@ -192,9 +183,11 @@ pub(crate) trait JoinNotify {
 pub(crate) struct Core {
     pub(crate) id: u64,
     pub(crate) reactor: Reactor,
-    pub(crate) tasks: RefCell<slab::Slab<TaskSlot>>,
-    /// Generation of each task slot, bumped when its task ends.
-    generations: RefCell<Vec<u32>>,
+    pub(crate) tasks: RefCell<slab::Slab<Arc<dyn Runnable>>>,
+    /// The generation the next task's id gets: one counter for every slot,
+    /// so that a stale id names no later task in the same slot (until 2^32
+    /// more spawns).
+    next_generation: Cell<u32>,
     pub(crate) run_queue: RefCell<VecDeque<TaskId>>,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) clock: Clock,
@@ -219,7 +212,7 @@ impl Core {
             id,
             reactor,
             tasks: RefCell::new(slab::Slab::new()),
-            generations: RefCell::new(Vec::new()),
+            next_generation: Cell::new(1),
             run_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(Timers::new()),
             clock,
@@ -229,47 +222,34 @@ impl Core {
         })
     }
 
-    /// Stores a new task in the slab and returns its id. The caller queues
-    /// it.
-    pub(crate) fn insert_task(
+    /// Stores a new task, made by `make` from its waker state, in the slab;
+    /// returns it. The task is marked scheduled: the caller queues its id.
+    pub(crate) fn insert_task<T: Runnable + 'static>(
         &self,
-        future: Pin<Box<dyn Future<Output = ()>>>,
-        join: Rc<dyn JoinNotify>,
-    ) -> TaskId {
+        make: impl FnOnce(TaskWaker) -> Arc<T>,
+    ) -> Arc<T> {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
-        let index = entry.key() as u32;
-        let mut generations = self.generations.borrow_mut();
-        if generations.len() <= index as usize {
-            generations.resize(index as usize + 1, 1);
-        }
-        let id = TaskId { index, generation: generations[index as usize] };
-        let header = Arc::new(TaskWaker::new(id, self.shared.clone(), true));
-        entry.insert(TaskSlot { generation: id.generation, future: Some(future), header, join });
-        id
+        let generation = self.next_generation.get();
+        // u32::MAX is `TaskId::MAIN`'s; 0 is never used.
+        self.next_generation.set(generation.wrapping_add(1).clamp(1, u32::MAX - 1));
+        let id = TaskId { index: entry.key() as u32, generation };
+        let task = make(TaskWaker::new(id, self.shared.clone(), true));
+        entry.insert(task.clone());
+        task
     }
 
-    /// Queues task `id` so that the executor notices it was aborted.
-    pub(crate) fn schedule_abort(&self, id: TaskId) {
+    /// Task `id`, if it is still alive.
+    pub(crate) fn task(&self, id: TaskId) -> Option<Arc<dyn Runnable>> {
         let tasks = self.tasks.borrow();
-        if let Some(slot) = tasks.get(id.index as usize).filter(|s| s.generation == id.generation) {
-            if !slot.header.scheduled.swap(true, Ordering::AcqRel) {
-                drop(tasks);
-                self.run_queue.borrow_mut().push_back(id);
-            }
-        }
+        tasks.get(id.index as usize).filter(|t| t.header().id == id).cloned()
     }
 
-    /// Takes task `id` out of the slab, if it is still alive, and bumps its
-    /// slot's generation.
-    pub(crate) fn remove_task(&self, id: TaskId) -> Option<TaskSlot> {
+    /// Takes task `id` out of the slab, if it is still alive.
+    pub(crate) fn remove_task(&self, id: TaskId) -> Option<Arc<dyn Runnable>> {
         let mut tasks = self.tasks.borrow_mut();
-        tasks.get(id.index as usize).filter(|s| s.generation == id.generation)?;
-        let slot = tasks.remove(id.index as usize);
-        let mut generations = self.generations.borrow_mut();
-        let g = &mut generations[id.index as usize];
-        *g = g.wrapping_add(1).max(1);
-        Some(slot)
+        tasks.get(id.index as usize).filter(|t| t.header().id == id)?;
+        Some(tasks.remove(id.index as usize))
     }
 
     /// The buffer group stream reads receive into: 1024 buffers of 4 KiB
@@ -293,10 +273,9 @@ impl Drop for Core {
     fn drop(&mut self) {
         // Cancel the tasks that never finished, dropping their futures (and
         // so their registrations) while the reactor is still alive.
-        let slots: Vec<TaskSlot> = self.tasks.get_mut().drain().collect();
-        for mut slot in slots {
-            drop(slot.future.take());
-            slot.join.cancelled();
+        let tasks: Vec<Arc<dyn Runnable>> = self.tasks.get_mut().drain().collect();
+        for task in tasks {
+            task.cancel();
         }
     }
 }

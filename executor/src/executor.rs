@@ -17,7 +17,6 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,11 +24,10 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use tally_reactor::{Reactor, Registration, Signals};
 
-use crate::context::{self, Core, Enter, TaskId, TaskWaker};
-use crate::task::{JoinHandle, JoinInner};
+use crate::context::{self, Core, Enter, Runnable as _, TaskId, TaskWaker};
+use crate::task::{JoinHandle, Task};
 use crate::timers::Clock;
 
 /// Spawns a task on the executor running on this thread.
@@ -61,13 +59,9 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let join = Rc::new(JoinInner::new(Rc::downgrade(core)));
-    let completer = join.clone();
-    let future = Box::pin(future.map(move |out| completer.finish(Ok(out))));
-    let id = core.insert_task(future, join.clone());
-    join.task.set(id);
-    core.run_queue.borrow_mut().push_back(id);
-    JoinHandle { inner: join }
+    let task = core.insert_task(|header| Task::new(future, header));
+    core.run_queue.borrow_mut().push_back(task.header().id);
+    JoinHandle::new(task)
 }
 
 /// The crank of one [`LocalReactor`], around the [`Core`] its tasks,
@@ -92,60 +86,14 @@ impl Executor {
         }
     }
 
-    /// Polls task `id` once, if it is still alive.
+    /// Polls task `id` once, if it is still alive, and takes it out of the
+    /// slab if it ended.
     fn run_task(&self, id: TaskId) {
-        let (mut future, waker, join) = {
-            let mut tasks = self.core.tasks.borrow_mut();
-            let Some(slot) =
-                tasks.get_mut(id.index as usize).filter(|s| s.generation == id.generation)
-            else {
-                return;
-            };
-            if slot.join.is_aborted() {
-                drop(tasks);
-                self.cancel_task(id);
-                return;
-            }
-            let Some(future) = slot.future.take() else { return };
-            slot.header.begin_poll();
-            // A Waker made from the Arc: a reference count, no allocation.
-            (future, Waker::from(slot.header.clone()), slot.join.clone())
-        };
-        let mut cx = Context::from_waker(&waker);
-        let result = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
-        match result {
-            Ok(Poll::Pending) if !join.is_aborted() => {
-                let mut tasks = self.core.tasks.borrow_mut();
-                if let Some(slot) = tasks.get_mut(id.index as usize) {
-                    slot.future = Some(future);
-                }
-            }
-            Ok(Poll::Pending) => {
-                drop(future);
-                self.cancel_task(id);
-            }
-            Ok(Poll::Ready(())) => {
-                let slot = self.core.remove_task(id);
-                drop(future);
-                drop(slot);
-            }
-            Err(payload) => {
-                let slot = self.core.remove_task(id);
-                // Drop the future outside any borrow: its destructors may
-                // touch the executor.
-                let dropped = catch_unwind(AssertUnwindSafe(move || drop(future)));
-                drop(dropped);
-                join.panicked(payload);
-                drop(slot);
-            }
-        }
-    }
-
-    fn cancel_task(&self, id: TaskId) {
-        if let Some(mut slot) = self.core.remove_task(id) {
-            let future = slot.future.take();
-            drop(future);
-            slot.join.cancelled();
+        let Some(task) = self.core.task(id) else { return };
+        if task.run() {
+            // Dropped here, outside the slab's borrow.
+            let ended = self.core.remove_task(id);
+            drop(ended);
         }
     }
 
