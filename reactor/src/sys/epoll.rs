@@ -23,7 +23,7 @@
 //! * Timeouts have millisecond resolution (`epoll_wait`), rounded up.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ const CLOSED_EVENTS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) 
 pub(crate) struct Epoll {
     epfd: OwnedFd,
     /// Operations not yet finished, by token.
-    pending: HashMap<u64, Pending>,
+    pending: PendingTable,
     /// Which pending operations wait on each fd, by fd number, oldest
     /// first; and whether the fd is registered with epoll.
     fds: Vec<FdState>,
@@ -84,6 +84,59 @@ struct FdState {
     /// means it is empty for now, and new bytes will raise a new edge.
     stream: bool,
     waiters: Vec<u64>,
+}
+
+/// The pending operations, by token, in a table indexed by the token's
+/// slot: a completion finds its operation with one index and one compare,
+/// no hashing (DESIGN.md's crank). Op tokens come from the core's slab, so
+/// their slots are dense and the table is as long as the most operations
+/// ever pending at once. Reserved tokens (generation 0) get the first
+/// [`Token::RESERVED_COUNT`] entries, the others follow, so the two never
+/// share an entry.
+#[derive(Default)]
+struct PendingTable {
+    entries: Vec<Option<(u64, Pending)>>,
+}
+
+impl PendingTable {
+    fn index(ud: u64) -> usize {
+        let token = Token::from_u64(ud);
+        let reserved = if token.is_reserved() { 0 } else { Token::RESERVED_COUNT };
+        token.slot() as usize + reserved as usize
+    }
+
+    fn insert(&mut self, ud: u64, op: Pending) {
+        let i = Self::index(ud);
+        if self.entries.len() <= i {
+            self.entries.resize_with(i + 1, || None);
+        }
+        // The core reuses an op's slot only after its final completion,
+        // when its entry here is gone: only the same op is re-parked.
+        debug_assert!(self.entries[i].as_ref().is_none_or(|(at, _)| *at == ud));
+        self.entries[i] = Some((ud, op));
+    }
+
+    fn get(&self, ud: u64) -> Option<&Pending> {
+        match self.entries.get(Self::index(ud))? {
+            Some((at, op)) if *at == ud => Some(op),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, ud: u64) -> Option<&mut Pending> {
+        match self.entries.get_mut(Self::index(ud))? {
+            Some((at, op)) if *at == ud => Some(op),
+            _ => None,
+        }
+    }
+
+    fn remove(&mut self, ud: u64) -> Option<Pending> {
+        let entry = self.entries.get_mut(Self::index(ud))?;
+        match entry {
+            Some((at, _)) if *at == ud => entry.take().map(|(_, op)| op),
+            _ => None,
+        }
+    }
 }
 
 /// One pending operation: what to do, with pointers into the op's own
@@ -146,7 +199,7 @@ impl Epoll {
         Ok(Epoll {
             // SAFETY: epoll_create1 just returned this fd; nothing else owns it.
             epfd: unsafe { OwnedFd::from_raw_fd(fd) },
-            pending: HashMap::new(),
+            pending: PendingTable::default(),
             fds: Vec::new(),
             ready: Vec::new(),
             runnable: Vec::new(),
@@ -355,7 +408,7 @@ impl Epoll {
             // Operations still waiting on the fd would never hear from it
             // again: end them, as a cancel would.
             for waiter in std::mem::take(&mut state.waiters) {
-                if self.pending.remove(&waiter).is_some() {
+                if self.pending.remove(waiter).is_some() {
                     self.ready.push(Cqe { user_data: waiter, result: -libc::ECANCELED, flags: 0 });
                 }
             }
@@ -381,7 +434,7 @@ impl Epoll {
     /// Ends operation `token` early with `ECANCELED`, if it is pending.
     pub(crate) fn cancel(&mut self, token: Token) {
         let ud = token.as_u64();
-        if let Some(op) = self.pending.remove(&ud) {
+        if let Some(op) = self.pending.remove(ud) {
             self.unpark(ud, op.fd);
             self.post(ud, -libc::ECANCELED, 0);
             if let Work::Timeout = op.work {
@@ -391,7 +444,7 @@ impl Epoll {
                 // that cancelling long timeouts cannot grow it for ever.
                 if self.timers.len() > 64 && self.timers.len() > 2 * self.live_timers {
                     let pending = &self.pending;
-                    self.timers.retain(|Reverse((_, t))| pending.contains_key(t));
+                    self.timers.retain(|Reverse((_, t))| pending.get(*t).is_some());
                 }
             }
         }
@@ -489,7 +542,7 @@ impl Epoll {
     /// budget ran out last time). It stays on its fd's waiter list until it
     /// finishes.
     fn retry(&mut self, ud: u64, events: u32, pools: &mut [BufPool]) {
-        let Some(op) = self.pending.get_mut(&ud) else { return };
+        let Some(op) = self.pending.get_mut(ud) else { return };
         if op.events & events == 0 {
             return;
         }
@@ -499,15 +552,15 @@ impl Epoll {
             if multishot {
                 return self.post(ud, seen as i32, Cqe::MORE);
             }
-            self.pending.remove(&ud);
+            self.pending.remove(ud);
             self.unpark(ud, fd);
             return self.post(ud, seen as i32, 0);
         }
         for _ in 0..MULTISHOT_BUDGET {
-            let Some(op) = self.pending.get_mut(&ud) else { return };
+            let Some(op) = self.pending.get_mut(ud) else { return };
             match run(op, pools) {
                 Attempt::Done(res, flags) => {
-                    self.pending.remove(&ud);
+                    self.pending.remove(ud);
                     self.unpark(ud, fd);
                     return self.post(ud, res, flags);
                 }
@@ -536,8 +589,8 @@ impl Epoll {
                 break;
             }
             self.timers.pop();
-            if let Some(Pending { work: Work::Timeout, .. }) = self.pending.get(&ud) {
-                self.pending.remove(&ud);
+            if let Some(Pending { work: Work::Timeout, .. }) = self.pending.get(ud) {
+                self.pending.remove(ud);
                 self.live_timers -= 1;
                 self.post(ud, -libc::ETIME, 0);
             }
