@@ -93,6 +93,15 @@ impl TaskId {
     pub(crate) const MAIN: TaskId = TaskId { index: u32::MAX, generation: u32::MAX };
 }
 
+/// The generation after `g`, wrapping from `u32::MAX - 1` back to 1:
+/// `u32::MAX` is [`TaskId::MAIN`]'s, and 0 is never used.
+fn next_generation(g: u32) -> u32 {
+    match g.wrapping_add(1) {
+        0 | u32::MAX => 1,
+        next => next,
+    }
+}
+
 /// What other threads share with an executor.
 pub(crate) struct Shared {
     pub(crate) executor_id: u64,
@@ -231,8 +240,7 @@ impl Core {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let generation = self.next_generation.get();
-        // u32::MAX is `TaskId::MAIN`'s; 0 is never used.
-        self.next_generation.set(generation.wrapping_add(1).clamp(1, u32::MAX - 1));
+        self.next_generation.set(next_generation(generation));
         let id = TaskId { index: entry.key() as u32, generation };
         let task = make(TaskWaker::new(id, self.shared.clone(), true));
         entry.insert(task.clone());
@@ -317,5 +325,18 @@ impl Drop for Enter {
         self.exec.running.set(false);
         let previous = self.previous.take();
         let _ = CURRENT.try_with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_generation;
+
+    #[test]
+    fn generations_wrap_past_main_and_zero() {
+        assert_eq!(next_generation(1), 2);
+        assert_eq!(next_generation(u32::MAX - 2), u32::MAX - 1);
+        assert_eq!(next_generation(u32::MAX - 1), 1);
+        assert_eq!(next_generation(u32::MAX), 1);
     }
 }
