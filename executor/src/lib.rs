@@ -15,6 +15,8 @@
 //! * [`time`]: sleeps, timeouts and intervals, one kernel timeout per crank;
 //! * [`net`]: TCP, UDP and Unix sockets with `futures-io` traits;
 //! * [`signal`]: process signals as counted packets;
+//! * [`Runtime`]: a `LocalReactor` per worker thread, spawned onto from any
+//!   thread through a [`Handle`];
 //! * [`TestExecutor`]: fake time and `run_until_stalled`;
 //! * registrations, [`Signaler`]s and [`Sender`]s, re-exported from
 //!   `tally-reactor`, for raw packet lists.
@@ -50,6 +52,7 @@ mod executor;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub mod net;
+pub mod runtime;
 pub mod signal;
 mod sync;
 mod sys;
@@ -59,6 +62,7 @@ pub mod time;
 mod timers;
 
 pub use executor::{Builder, LocalReactor, reactor, spawn};
+pub use runtime::{Handle, RemoteHandle, Runtime, RuntimeError};
 pub use task::{JoinError, JoinHandle};
 pub use test_executor::TestExecutor;
 

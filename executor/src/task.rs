@@ -61,7 +61,7 @@ impl fmt::Display for JoinError {
 impl std::error::Error for JoinError {}
 
 impl JoinError {
-    fn from_panic(payload: Box<dyn Any + Send>) -> JoinError {
+    pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> JoinError {
         let msg = match payload.downcast::<String>() {
             Ok(s) => *s,
             Err(payload) => match payload.downcast::<&'static str>() {

@@ -1,0 +1,221 @@
+//! The multi-thread `Runtime`: placement, outputs and panics coming back,
+//! a failing worker, graceful shutdown with a deadline, no thread left
+//! behind, and a cross-worker flood of user packets and raises.
+
+mod util;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use tally::{JoinError, PacketKind, Runtime, Signals};
+use util::{Watchdog, yield_now};
+
+/// Threads of this process named `<prefix>-<i>`, from `/proc/self/task`
+/// (other tests run threads of their own meanwhile).
+fn threads(prefix: &str) -> usize {
+    let want = format!("{prefix}-");
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(&want))
+        .count()
+}
+
+/// Waits for `fut` on a fresh `LocalReactor` of this thread.
+fn wait<F: std::future::Future>(fut: F) -> F::Output {
+    tally::LocalReactor::new().unwrap().block_on(fut)
+}
+
+fn worker_name() -> String {
+    std::thread::current().name().unwrap_or("?").to_string()
+}
+
+#[test]
+fn spawns_go_round_robin_and_their_outputs_come_back() {
+    let _dog = Watchdog::new("round robin", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(2).thread_name("rr").build().unwrap();
+    assert_eq!(rt.backends().len(), 2);
+    let handle = rt.handle();
+    let names = rt.block_on(async move {
+        let mut handles = Vec::new();
+        for i in 0..8u32 {
+            // The future is built on the worker: an Rc is fine in it.
+            handles.push(
+                handle
+                    .spawn(move || async move {
+                        let local = std::rc::Rc::new(i);
+                        yield_now().await;
+                        (*local, worker_name())
+                    })
+                    .unwrap(),
+            );
+        }
+        let mut names = Vec::new();
+        for (i, h) in handles.into_iter().enumerate() {
+            let (out, name) = h.await.unwrap();
+            assert_eq!(out, i as u32);
+            names.push(name);
+        }
+        names
+    });
+    assert_eq!(names, ["rr-0", "rr-1", "rr-0", "rr-1", "rr-0", "rr-1", "rr-0", "rr-1"]);
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn spawn_on_picks_the_worker_and_refuses_one_that_does_not_exist() {
+    let _dog = Watchdog::new("spawn_on", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(2).thread_name("on").build().unwrap();
+    let handle = rt.handle();
+    let name = rt.block_on(handle.spawn_on(1, || async { worker_name() }).unwrap()).unwrap();
+    assert_eq!(name, "on-1");
+    let err = handle.spawn_on(2, || async {}).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn a_task_that_panics_reports_it_and_the_worker_goes_on() {
+    let _dog = Watchdog::new("task panic", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let handle = rt.handle();
+    let (failed, ok) = rt.block_on(async move {
+        let failed = handle.spawn(|| async { panic!("task boom") }).unwrap().await;
+        let ok = handle.spawn(|| async { 7 }).unwrap().await;
+        (failed, ok)
+    });
+    assert_eq!(failed, Err::<(), _>(JoinError::Panicked("task boom".into())));
+    assert_eq!(ok, Ok(7));
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn a_failing_worker_stops_the_others_and_join_names_it() {
+    let _dog = Watchdog::new("worker failure", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(3).thread_name("fail").build().unwrap();
+    assert_eq!(threads("fail"), 3);
+    let handle = rt.handle();
+    // A long task on worker 0, which the failure must cut short.
+    let long = handle.spawn_on(0, std::future::pending::<()>).unwrap();
+    // Building the future panics on worker 2: outside any task, so the
+    // worker itself fails.
+    drop(handle.spawn_on(2, || -> std::future::Ready<()> { panic!("worker boom") }).unwrap());
+    let err = rt.join().unwrap_err();
+    assert_eq!(err.worker, 2);
+    assert_eq!(err.message, "worker boom");
+    assert_eq!(err.to_string(), "tally worker 2 panicked: worker boom");
+    assert_eq!(wait(long), Err(JoinError::Cancelled));
+    assert_eq!(threads("fail"), 0, "no worker thread is left behind");
+    let refused = handle.spawn(|| async {}).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::BrokenPipe);
+}
+
+#[test]
+fn shutdown_lets_tasks_finish_within_the_grace_and_drops_the_rest_at_it() {
+    let _dog = Watchdog::new("graceful shutdown", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(2).thread_name("grace").build().unwrap();
+    assert_eq!(threads("grace"), 2);
+    let handle = rt.handle();
+    let quick = handle
+        .spawn(|| async {
+            tally::time::sleep(Duration::from_millis(20)).await;
+            "done"
+        })
+        .unwrap();
+    let stubborn = handle.spawn(std::future::pending::<()>).unwrap();
+    // Let both start before the shutdown.
+    std::thread::sleep(Duration::from_millis(5));
+    let grace = Duration::from_millis(300);
+    let start = Instant::now();
+    rt.shutdown(grace).unwrap();
+    let took = start.elapsed();
+    assert!(took >= grace, "the stubborn task holds the shutdown to its deadline: {took:?}");
+    assert!(took < grace + Duration::from_secs(2), "shutdown overran its deadline: {took:?}");
+    assert_eq!(wait(quick), Ok("done"));
+    assert_eq!(wait(stubborn), Err(JoinError::Cancelled));
+    assert_eq!(threads("grace"), 0);
+}
+
+#[test]
+fn dropping_the_runtime_joins_every_worker() {
+    let rt = Runtime::builder().workers(2).thread_name("dropped").build().unwrap();
+    assert_eq!(threads("dropped"), 2);
+    let handle = rt.handle();
+    drop(handle.spawn(std::future::pending::<()>).unwrap());
+    drop(rt);
+    assert_eq!(threads("dropped"), 0);
+}
+
+/// Packets that must cross from worker 0 to worker 1.
+const FLOOD: u32 = 20_000;
+
+#[test]
+fn a_cross_worker_flood_of_user_packets_and_raises_loses_nothing() {
+    let _dog = Watchdog::new("cross-worker flood", Duration::from_secs(60));
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let handle = rt.handle();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The receiving registration lives on worker 1; its Sender and
+    // Signaler go to worker 0.
+    let receiver = handle
+        .spawn_on(1, move || async move {
+            let reg = tally::reactor().register();
+            tx.send((reg.sender(), reg.signaler())).unwrap();
+            let (mut next, mut raised) = (0u32, 0u32);
+            while next < FLOOD || raised < FLOOD {
+                for p in reg.packets().await {
+                    match p.kind() {
+                        PacketKind::User(payload) => {
+                            let got = u32::from_le_bytes(payload[..4].try_into().unwrap());
+                            assert_eq!(got, next, "user packets arrive in order, none lost");
+                            next += 1;
+                        }
+                        PacketKind::Signal(s) => raised += s.count.get(),
+                        other => panic!("unexpected packet {other:?}"),
+                    }
+                }
+            }
+            (next, raised)
+        })
+        .unwrap();
+    let (sender, signaler) = rx.recv().unwrap();
+    let producer = handle
+        .spawn_on(0, move || async move {
+            let mut refused = 0u32;
+            for i in 0..FLOOD {
+                let mut payload = [0u8; 32];
+                payload[..4].copy_from_slice(&i.to_le_bytes());
+                loop {
+                    match sender.send(payload) {
+                        Ok(()) => break,
+                        // Back pressure, reported to the sender: wait and
+                        // send again.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            refused += 1;
+                            yield_now().await;
+                        }
+                        Err(e) => panic!("send failed: {e}"),
+                    }
+                }
+                signaler.raise(Signals::user(1), 1).unwrap();
+            }
+            refused
+        })
+        .unwrap();
+    let (refused, (next, raised)) = rt.block_on(async {
+        let refused = producer.await.unwrap();
+        (refused, receiver.await.unwrap())
+    });
+    assert_eq!((next, raised), (FLOOD, FLOOD));
+    println!("{refused} sends refused with WouldBlock and retried");
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn workers_name_their_backends() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let backends = rt.backends();
+    assert_eq!(backends.len(), 2);
+    assert!(backends.iter().all(|b| *b != tally::Backend::Auto), "{backends:?}");
+    rt.shutdown(Duration::ZERO).unwrap();
+}
