@@ -64,6 +64,17 @@ where
     JoinHandle::new(task)
 }
 
+/// What a worker of a [`Runtime`](crate::Runtime) publishes for its
+/// coordinator's liveness check: cranks done, and whether it is parked in
+/// the reactor (idle, waiting for events), where a still count is fine.
+/// Plain atomics on the worker's side: no syscall, no shared write by the
+/// reader.
+#[derive(Debug, Default)]
+pub(crate) struct Heartbeat {
+    pub(crate) cranks: std::sync::atomic::AtomicU64,
+    pub(crate) parked: std::sync::atomic::AtomicBool,
+}
+
 /// The crank of one [`LocalReactor`], around the [`Core`] its tasks,
 /// timers and sockets share.
 pub(crate) struct Executor {
@@ -73,16 +84,23 @@ pub(crate) struct Executor {
     budget: usize,
     /// Consecutive failed turns; a reactor that keeps failing is fatal.
     failures: Cell<u32>,
+    heartbeat: Option<Arc<Heartbeat>>,
 }
 
 impl Executor {
-    fn new(reactor: Reactor, budget: usize, clock: Clock) -> Executor {
+    fn new(
+        reactor: Reactor,
+        budget: usize,
+        clock: Clock,
+        heartbeat: Option<Arc<Heartbeat>>,
+    ) -> Executor {
         Executor {
             core: Core::new(reactor, clock),
             remote_scratch: RefCell::new(Vec::new()),
             wake_scratch: RefCell::new(Vec::new()),
             budget: budget.max(1),
             failures: Cell::new(0),
+            heartbeat,
         }
     }
 
@@ -142,7 +160,18 @@ impl Executor {
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()))
         };
-        let reaped = match self.core.reactor.turn(timeout) {
+        let parks = timeout != Some(Duration::ZERO);
+        if let Some(hb) = &self.heartbeat {
+            hb.cranks.fetch_add(1, Ordering::Relaxed);
+            if parks {
+                hb.parked.store(true, Ordering::Relaxed);
+            }
+        }
+        let turned = self.core.reactor.turn(timeout);
+        if let Some(hb) = self.heartbeat.as_ref().filter(|_| parks) {
+            hb.parked.store(false, Ordering::Relaxed);
+        }
+        let reaped = match turned {
             Ok(reaped) => {
                 self.failures.set(0);
                 reaped
@@ -215,6 +244,7 @@ impl Executor {
 pub struct Builder {
     reactor: tally_reactor::Builder,
     budget: usize,
+    heartbeat: Option<Arc<Heartbeat>>,
 }
 
 impl Default for Builder {
@@ -226,7 +256,7 @@ impl Default for Builder {
 impl Builder {
     /// Defaults: the reactor's defaults and a budget of 128 polls per crank.
     pub fn new() -> Builder {
-        Builder { reactor: tally_reactor::Builder::new(), budget: 128 }
+        Builder { reactor: tally_reactor::Builder::new(), budget: 128, heartbeat: None }
     }
 
     /// Submission queue entries of the ring.
@@ -261,12 +291,20 @@ impl Builder {
     /// As [`tally_reactor::Builder::build`].
     pub fn build(self) -> io::Result<LocalReactor> {
         let reactor = self.reactor.build()?;
-        Ok(LocalReactor { exec: Executor::new(reactor, self.budget, Clock::Real) })
+        Ok(LocalReactor { exec: Executor::new(reactor, self.budget, Clock::Real, self.heartbeat) })
+    }
+
+    /// Publishes this executor's cranks to `heartbeat` (a runtime worker).
+    pub(crate) fn heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Builder {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     pub(crate) fn build_fake_clock(self) -> io::Result<LocalReactor> {
         let reactor = self.reactor.build()?;
-        Ok(LocalReactor { exec: Executor::new(reactor, self.budget, Clock::fake()) })
+        Ok(LocalReactor {
+            exec: Executor::new(reactor, self.budget, Clock::fake(), self.heartbeat),
+        })
     }
 }
 

@@ -14,6 +14,17 @@
 //! a stream of similar tasks evenly and costs one atomic add.)
 //! [`Handle::spawn_on`] picks the worker.
 //!
+//! # Liveness
+//!
+//! Each worker counts its cranks in a [`Heartbeat`] (a relaxed atomic add
+//! per crank, no syscall) and marks when it parks in the reactor. A
+//! coordinator thread samples the counts every quarter of the stall
+//! threshold (default 100 ms): a worker whose count has not moved for the
+//! threshold while it was not parked (a task, or a spawn's closure, is
+//! blocking its thread) is reported as stalled, once per stall, with a line
+//! on stderr naming the worker and how long it has been stuck, and counted
+//! in [`WorkerStats`]. An idle worker is parked, so it is never reported.
+//!
 //! A worker's thread ends when the runtime shuts down, or when it fails: a
 //! panic outside any task (a task's own panic is its `JoinError`, as on a
 //! `LocalReactor`), or a reactor that cannot be built. [`Runtime::join`]
@@ -27,7 +38,7 @@ use std::future::Future;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::thread;
@@ -38,7 +49,7 @@ use futures::channel::oneshot;
 use parking_lot::Mutex;
 use tally_reactor::{Backend, Signaler, Signals};
 
-use crate::executor::{self, LocalReactor};
+use crate::executor::{self, Heartbeat, LocalReactor};
 use crate::task::JoinError;
 
 /// A job for a worker: builds a future there and spawns it.
@@ -73,6 +84,7 @@ pub struct Builder {
     workers: usize,
     worker: executor::Builder,
     name: String,
+    stall_threshold: Duration,
 }
 
 impl Default for Builder {
@@ -86,7 +98,12 @@ impl Builder {
     /// default settings, threads named `tally-worker-<i>`.
     pub fn new() -> Builder {
         let workers = thread::available_parallelism().map_or(1, usize::from);
-        Builder { workers, worker: executor::Builder::new(), name: "tally-worker".into() }
+        Builder {
+            workers,
+            worker: executor::Builder::new(),
+            name: "tally-worker".into(),
+            stall_threshold: Duration::from_millis(100),
+        }
     }
 
     /// How many worker threads (at least one).
@@ -98,6 +115,13 @@ impl Builder {
     /// The settings of each worker's `LocalReactor`.
     pub fn worker(mut self, worker: executor::Builder) -> Builder {
         self.worker = worker;
+        self
+    }
+
+    /// How long a worker that is not parked may go without a crank before
+    /// it is reported as stalled (default 100 ms; at least 4 ms).
+    pub fn stall_threshold(mut self, threshold: Duration) -> Builder {
+        self.stall_threshold = threshold.max(Duration::from_millis(4));
         self
     }
 
@@ -116,10 +140,20 @@ impl Builder {
     /// spawned. The workers already started are shut down and joined.
     pub fn build(self) -> io::Result<Runtime> {
         let (exit_tx, exits) = mpsc::channel();
-        let mut rt = Runtime { workers: Vec::new(), exits, failure: None, handle: None };
+        let mut rt = Runtime {
+            workers: Vec::new(),
+            exits,
+            failure: None,
+            handle: None,
+            coordinator: None,
+            stats: Arc::new(Vec::new()),
+        };
+        let mut heartbeats = Vec::new();
         for index in 0..self.workers {
             let (ready_tx, ready) = mpsc::sync_channel(1);
-            let builder = self.worker.clone();
+            let heartbeat = Arc::new(Heartbeat::default());
+            heartbeats.push(heartbeat.clone());
+            let builder = self.worker.clone().heartbeat(heartbeat);
             let exit_tx = exit_tx.clone();
             let thread = thread::Builder::new()
                 .name(format!("{}-{index}", self.name))
@@ -140,6 +174,13 @@ impl Builder {
         }
         let inboxes = rt.workers.iter().map(|w| w.inbox.clone()).collect();
         rt.handle = Some(Handle { inner: Arc::new(Shared { inboxes, next: AtomicUsize::new(0) }) });
+        rt.stats = Arc::new(heartbeats.iter().map(|_| Stalls::default()).collect());
+        let (stop, stopped) = mpsc::channel();
+        let (stats, threshold) = (rt.stats.clone(), self.stall_threshold);
+        let thread = thread::Builder::new()
+            .name(format!("{}-coord", self.name))
+            .spawn(move || coordinate(&heartbeats, &stats, threshold, &stopped))?;
+        rt.coordinator = Some((stop, thread));
         Ok(rt)
     }
 }
@@ -231,6 +272,69 @@ fn shut_down<'a>(inboxes: impl IntoIterator<Item = &'a Arc<Inbox>>, grace: Durat
     }
 }
 
+/// A worker's stall record, written by the coordinator.
+#[derive(Default)]
+struct Stalls {
+    count: AtomicU64,
+    longest_us: AtomicU64,
+}
+
+/// The coordinator's loop: samples every heartbeat each quarter threshold
+/// until `stop` says to end (or its sender is dropped).
+fn coordinate(
+    heartbeats: &[Arc<Heartbeat>],
+    stats: &[Stalls],
+    threshold: Duration,
+    stop: &mpsc::Receiver<()>,
+) {
+    /// Per worker: the count last seen, since when, and whether this
+    /// stall was reported.
+    struct Seen {
+        cranks: u64,
+        since: Instant,
+        reported: bool,
+    }
+    let now = Instant::now();
+    let mut seen: Vec<Seen> = heartbeats
+        .iter()
+        .map(|h| Seen { cranks: h.cranks.load(Ordering::Relaxed), since: now, reported: false })
+        .collect();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(threshold / 4) {
+        let now = Instant::now();
+        for (i, ((hb, s), st)) in heartbeats.iter().zip(&mut seen).zip(stats).enumerate() {
+            let cranks = hb.cranks.load(Ordering::Relaxed);
+            if cranks != s.cranks || hb.parked.load(Ordering::Relaxed) {
+                *s = Seen { cranks, since: now, reported: false };
+                continue;
+            }
+            let stuck = now - s.since;
+            if stuck < threshold {
+                continue;
+            }
+            st.longest_us.fetch_max(stuck.as_micros() as u64, Ordering::Relaxed);
+            if !s.reported {
+                s.reported = true;
+                st.count.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "tally: worker {i} stalled: no crank for {stuck:?} while not parked (a task \
+                     or a spawn closure is blocking its thread); cranks stuck at {cranks}"
+                );
+            }
+        }
+    }
+}
+
+/// What the coordinator knows of one worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// The backend its reactor runs on.
+    pub backend: Backend,
+    /// Stalls reported (see the module doc, "Liveness").
+    pub stalls: u64,
+    /// The longest stall seen, as sampled (to a quarter threshold).
+    pub longest_stall: Duration,
+}
+
 /// One worker, as the runtime sees it.
 struct Worker {
     inbox: Arc<Inbox>,
@@ -265,6 +369,9 @@ pub struct Runtime {
     failure: Option<RuntimeError>,
     /// `None` only while building.
     handle: Option<Handle>,
+    /// Stops and joins the coordinator thread.
+    coordinator: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
+    stats: Arc<Vec<Stalls>>,
 }
 
 /// A `Send + Sync` handle to a [`Runtime`]'s workers, for spawning from
@@ -395,6 +502,19 @@ impl Runtime {
         self.workers.iter().map(|w| w.backend).collect()
     }
 
+    /// Each worker's backend and stall record, by worker index.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.workers
+            .iter()
+            .zip(self.stats.iter())
+            .map(|(w, s)| WorkerStats {
+                backend: w.backend,
+                stalls: s.count.load(Ordering::Relaxed),
+                longest_stall: Duration::from_micros(s.longest_us.load(Ordering::Relaxed)),
+            })
+            .collect()
+    }
+
     /// Runs `future` on the calling thread, on a `LocalReactor` of its own
     /// made for the call, and returns its output. Move a [`Handle`] into
     /// the future to spawn on the workers.
@@ -457,6 +577,10 @@ impl Runtime {
             if let Some(t) = w.thread.take() {
                 let _ = t.join();
             }
+        }
+        if let Some((stop, thread)) = self.coordinator.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
         }
     }
 }

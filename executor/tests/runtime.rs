@@ -10,15 +10,28 @@ use std::time::{Duration, Instant};
 use tally::{JoinError, PacketKind, Runtime, Signals};
 use util::{Watchdog, yield_now};
 
-/// Threads of this process named `<prefix>-<i>`, from `/proc/self/task`
-/// (other tests run threads of their own meanwhile).
-fn threads(prefix: &str) -> usize {
-    let want = format!("{prefix}-");
+/// Names of this process's threads, from `/proc/self/task`.
+fn thread_names() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with(&want))
-        .count()
+        .map(|comm| comm.trim_end().to_string())
+        .collect()
+}
+
+/// Worker threads named `<prefix>-<i>`. (The coordinator,
+/// `<prefix>-coord`, may not have named itself yet when a test first
+/// counts.)
+fn threads(prefix: &str) -> usize {
+    let want = format!("{prefix}-");
+    let is_worker = |n: &String| n.strip_prefix(&want).is_some_and(|i| i.parse::<usize>().is_ok());
+    thread_names().iter().filter(|n| is_worker(n)).count()
+}
+
+/// Threads of a runtime named `prefix`: workers and coordinator.
+fn all_threads(prefix: &str) -> usize {
+    let want = format!("{prefix}-");
+    thread_names().iter().filter(|n| n.starts_with(&want)).count()
 }
 
 /// Waits for `fut` on a fresh `LocalReactor` of this thread.
@@ -105,7 +118,7 @@ fn a_failing_worker_stops_the_others_and_join_names_it() {
     assert_eq!(err.message, "worker boom");
     assert_eq!(err.to_string(), "tally worker 2 panicked: worker boom");
     assert_eq!(wait(long), Err(JoinError::Cancelled));
-    assert_eq!(threads("fail"), 0, "no worker thread is left behind");
+    assert_eq!(all_threads("fail"), 0, "no thread is left behind");
     let refused = handle.spawn(|| async {}).unwrap_err();
     assert_eq!(refused.kind(), io::ErrorKind::BrokenPipe);
 }
@@ -133,7 +146,7 @@ fn shutdown_lets_tasks_finish_within_the_grace_and_drops_the_rest_at_it() {
     assert!(took < grace + Duration::from_secs(2), "shutdown overran its deadline: {took:?}");
     assert_eq!(wait(quick), Ok("done"));
     assert_eq!(wait(stubborn), Err(JoinError::Cancelled));
-    assert_eq!(threads("grace"), 0);
+    assert_eq!(all_threads("grace"), 0);
 }
 
 #[test]
@@ -143,7 +156,7 @@ fn dropping_the_runtime_joins_every_worker() {
     let handle = rt.handle();
     drop(handle.spawn(std::future::pending::<()>).unwrap());
     drop(rt);
-    assert_eq!(threads("dropped"), 0);
+    assert_eq!(all_threads("dropped"), 0);
 }
 
 /// Packets that must cross from worker 0 to worker 1.
@@ -218,4 +231,30 @@ fn workers_name_their_backends() {
     assert_eq!(backends.len(), 2);
     assert!(backends.iter().all(|b| *b != tally::Backend::Auto), "{backends:?}");
     rt.shutdown(Duration::ZERO).unwrap();
+}
+
+#[test]
+fn a_worker_blocked_in_a_task_is_reported_stalled_and_an_idle_one_is_not() {
+    let _dog = Watchdog::new("stall", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let handle = rt.handle();
+    // Both idle for three thresholds: parked, so not stalled.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rt.worker_stats().iter().all(|s| s.stalls == 0), "{:?}", rt.worker_stats());
+    // Worker 1 blocks its thread for 300 ms inside a task.
+    let blocked = handle
+        .spawn_on(1, || async {
+            std::thread::sleep(Duration::from_millis(300));
+        })
+        .unwrap();
+    rt.block_on(blocked).unwrap();
+    let stats = rt.worker_stats();
+    assert_eq!(stats[0].stalls, 0, "{stats:?}");
+    assert_eq!(stats[1].stalls, 1, "one stall, reported once: {stats:?}");
+    // Sampled every 25 ms: at least the threshold, and about the 300 ms
+    // block (with room for a late sample on a loaded machine).
+    let longest = stats[1].longest_stall;
+    assert!(longest >= Duration::from_millis(100), "{longest:?}");
+    assert!(longest <= Duration::from_millis(500), "{longest:?}");
+    rt.shutdown(Duration::from_secs(1)).unwrap();
 }
