@@ -62,7 +62,7 @@ pub mod time;
 mod timers;
 
 pub use executor::{Builder, LocalReactor, reactor, spawn};
-pub use runtime::{Handle, RemoteHandle, Runtime, RuntimeError, WorkerStats};
+pub use runtime::{Handle, RemoteHandle, Runtime, RuntimeError, SignalReceiver, WorkerStats};
 pub use task::{JoinError, JoinHandle};
 pub use test_executor::TestExecutor;
 

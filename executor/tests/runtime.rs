@@ -258,3 +258,117 @@ fn a_worker_blocked_in_a_task_is_reported_stalled_and_an_idle_one_is_not() {
     assert!(longest <= Duration::from_millis(500), "{longest:?}");
     rt.shutdown(Duration::from_secs(1)).unwrap();
 }
+
+/// The coordinator thread of the runtime named `prefix`, by thread id,
+/// once it has named itself (within 5 s).
+fn coordinator_tid(prefix: &str) -> libc::pid_t {
+    let want = format!("{prefix}-coord");
+    let start = Instant::now();
+    loop {
+        for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == want {
+                return t.file_name().to_str().unwrap().parse().unwrap();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no thread {want}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Sends `signo` to thread `tid` of this process. Thread-directed, so that
+/// no other thread of the test binary (which does not block it) takes it.
+fn tgkill(tid: libc::pid_t, signo: i32) {
+    // SAFETY: tgkill with this process's id, a live thread id and a signal
+    // number; it has no memory effects.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, signo) };
+    assert_eq!(r, 0, "tgkill: {}", io::Error::last_os_error());
+}
+
+#[test]
+fn a_storm_of_real_signals_reaches_every_receiver_with_counts_that_add_up() {
+    let _dog = Watchdog::new("signal storm", Duration::from_secs(30));
+    // A real-time signal: deliveries queue instead of coalescing in the
+    // kernel, so every receiver must count exactly what was sent.
+    let rt_signal = libc::SIGRTMIN() + 1;
+    const SENT: u32 = 200;
+    let rt =
+        Runtime::builder().workers(2).thread_name("storm").signals(&[rt_signal]).build().unwrap();
+    let handle = rt.handle();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let receivers: Vec<_> = (0..2)
+        .map(|w| {
+            let (h, ready_tx) = (handle.clone(), ready_tx.clone());
+            handle
+                .spawn_on(w, move || async move {
+                    let mut rx = h.signals(&[rt_signal]).unwrap();
+                    ready_tx.send(()).unwrap();
+                    let (mut seen, mut packets) = (0u32, 0u32);
+                    while seen < SENT {
+                        for p in rx.recv().await {
+                            let PacketKind::ProcessSignal(s) = p.kind() else { panic!("{p:?}") };
+                            assert_eq!(s.signo, rt_signal);
+                            seen += s.count.get();
+                            packets += 1;
+                        }
+                    }
+                    (seen, packets)
+                })
+                .unwrap()
+        })
+        .collect();
+    ready.recv().unwrap();
+    ready.recv().unwrap();
+    let coord = coordinator_tid("storm");
+    for _ in 0..SENT {
+        tgkill(coord, rt_signal);
+    }
+    let outs = rt.block_on(async {
+        let mut outs = Vec::new();
+        for r in receivers {
+            outs.push(r.await.unwrap());
+        }
+        outs
+    });
+    for (seen, packets) in outs {
+        assert_eq!(seen, SENT);
+        assert!(packets <= SENT, "counts coalesce: {packets} packets for {seen} signals");
+    }
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn sigterm_with_no_receiver_shuts_down_within_the_grace() {
+    let _dog = Watchdog::new("sigterm", Duration::from_secs(30));
+    let grace = Duration::from_millis(200);
+    let rt = Runtime::builder()
+        .workers(2)
+        .thread_name("term")
+        .signals(&[libc::SIGTERM, libc::SIGUSR2])
+        .shutdown_grace(grace)
+        .build()
+        .unwrap();
+    let handle = rt.handle();
+    let stubborn = handle.spawn(std::future::pending::<()>).unwrap();
+    let coord = coordinator_tid("term");
+    // A snapshot first: printed, and the runtime goes on.
+    tgkill(coord, libc::SIGUSR2);
+    assert_eq!(rt.block_on(handle.spawn(|| async { 5 }).unwrap()), Ok(5));
+    let start = Instant::now();
+    tgkill(coord, libc::SIGTERM);
+    rt.join().unwrap();
+    let took = start.elapsed();
+    assert!(took >= grace - Duration::from_millis(50), "{took:?}");
+    assert!(took < grace + Duration::from_secs(2), "{took:?}");
+    assert_eq!(wait(stubborn), Err(JoinError::Cancelled));
+    assert_eq!(all_threads("term"), 0);
+}
+
+#[test]
+fn a_signal_the_runtime_does_not_read_is_refused() {
+    let rt = Runtime::builder().workers(1).signals(&[]).build().unwrap();
+    let handle = rt.handle();
+    let err = rt.block_on(async move { handle.signals(&[libc::SIGUSR1]).unwrap_err() });
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    rt.shutdown(Duration::ZERO).unwrap();
+}

@@ -14,16 +14,11 @@
 //! a stream of similar tasks evenly and costs one atomic add.)
 //! [`Handle::spawn_on`] picks the worker.
 //!
-//! # Liveness
-//!
-//! Each worker counts its cranks in a [`Heartbeat`] (a relaxed atomic add
-//! per crank, no syscall) and marks when it parks in the reactor. A
-//! coordinator thread samples the counts every quarter of the stall
-//! threshold (default 100 ms): a worker whose count has not moved for the
-//! threshold while it was not parked (a task, or a spawn's closure, is
-//! blocking its thread) is reported as stalled, once per stall, with a line
-//! on stderr naming the worker and how long it has been stuck, and counted
-//! in [`WorkerStats`]. An idle worker is parked, so it is never reported.
+//! A coordinator thread (`coordinator.rs`) watches the workers' liveness,
+//! reads the process's signals and relays them; its module doc says how.
+//! Build the runtime at the top of `main`, before any other thread: the
+//! runtime's signals are blocked in the building thread, so that every
+//! thread spawned after inherits the mask.
 //!
 //! A worker's thread ends when the runtime shuts down, or when it fails: a
 //! panic outside any task (a task's own panic is its `JoinError`, as on a
@@ -32,13 +27,15 @@
 //! names the failed worker. No worker thread outlives the `Runtime`: its
 //! drop shuts down at once and joins them all.
 
-use std::collections::VecDeque;
+mod coordinator;
+mod inbox;
+
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::thread;
@@ -46,37 +43,14 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use futures::channel::oneshot;
-use parking_lot::Mutex;
 use tally_reactor::{Backend, Signaler, Signals};
+
+pub use coordinator::{SignalReceiver, WorkerStats};
 
 use crate::executor::{self, Heartbeat, LocalReactor};
 use crate::task::JoinError;
-
-/// A job for a worker: builds a future there and spawns it.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// What a worker's outside shares with it.
-struct Inbox {
-    jobs: Mutex<VecDeque<Job>>,
-    /// Set once: shut down, letting tasks run until this instant.
-    shutdown: Mutex<Option<Instant>>,
-    /// Raises the worker's control registration.
-    wake: Signaler,
-}
-
-impl Inbox {
-    fn push(&self, job: Job) -> io::Result<()> {
-        if self.shutdown.lock().is_some() {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the runtime is shutting down"));
-        }
-        self.jobs.lock().push_back(job);
-        self.kick()
-    }
-
-    fn kick(&self) -> io::Result<()> {
-        self.wake.raise(Signals::user(0), 1).map(drop)
-    }
-}
+use coordinator::Watched;
+use inbox::{Inbox, shut_down};
 
 /// Builds a [`Runtime`].
 #[derive(Debug, Clone)]
@@ -85,6 +59,8 @@ pub struct Builder {
     worker: executor::Builder,
     name: String,
     stall_threshold: Duration,
+    signals: Vec<i32>,
+    grace: Duration,
 }
 
 impl Default for Builder {
@@ -95,7 +71,9 @@ impl Default for Builder {
 
 impl Builder {
     /// Defaults: one worker per available CPU, each a `LocalReactor` with
-    /// default settings, threads named `tally-worker-<i>`.
+    /// default settings, threads named `tally-worker-<i>`; the runtime
+    /// reads `SIGINT`, `SIGTERM` and `SIGUSR2`, and a signal-started
+    /// shutdown gives tasks 5 s.
     pub fn new() -> Builder {
         let workers = thread::available_parallelism().map_or(1, usize::from);
         Builder {
@@ -103,6 +81,8 @@ impl Builder {
             worker: executor::Builder::new(),
             name: "tally-worker".into(),
             stall_threshold: Duration::from_millis(100),
+            signals: vec![libc::SIGINT, libc::SIGTERM, libc::SIGUSR2],
+            grace: Duration::from_secs(5),
         }
     }
 
@@ -125,6 +105,21 @@ impl Builder {
         self
     }
 
+    /// The signals the runtime reads (replacing the default three): they
+    /// are blocked in the building thread and read by the coordinator.
+    /// Empty: the runtime touches no signal.
+    pub fn signals(mut self, signos: &[i32]) -> Builder {
+        self.signals = signos.to_vec();
+        self
+    }
+
+    /// How long a shutdown started by `SIGINT` or `SIGTERM` lets tasks run
+    /// (default 5 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Builder {
+        self.grace = grace;
+        self
+    }
+
     /// The prefix of the worker threads' names.
     pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
         self.name = name.into();
@@ -139,28 +134,29 @@ impl Builder {
     /// [`Builder::build`](crate::Builder::build)), or its thread cannot be
     /// spawned. The workers already started are shut down and joined.
     pub fn build(self) -> io::Result<Runtime> {
+        // Before any worker starts, so that every one inherits the mask.
+        crate::signal::block(&self.signals)?;
         let (exit_tx, exits) = mpsc::channel();
-        let mut rt = Runtime {
-            workers: Vec::new(),
-            exits,
-            failure: None,
-            handle: None,
-            coordinator: None,
-            stats: Arc::new(Vec::new()),
-        };
-        let mut heartbeats = Vec::new();
+        let mut rt = Runtime { workers: Vec::new(), exits, failure: None, shared: None };
+        let mut watched = Vec::new();
         for index in 0..self.workers {
             let (ready_tx, ready) = mpsc::sync_channel(1);
             let heartbeat = Arc::new(Heartbeat::default());
-            heartbeats.push(heartbeat.clone());
-            let builder = self.worker.clone().heartbeat(heartbeat);
-            let exit_tx = exit_tx.clone();
-            let thread = thread::Builder::new()
-                .name(format!("{}-{index}", self.name))
-                .spawn(move || worker_main(index, builder, ready_tx, exit_tx))?;
+            let builder = self.worker.clone().heartbeat(heartbeat.clone());
+            let (exit_tx, beat) = (exit_tx.clone(), heartbeat.clone());
+            let thread =
+                thread::Builder::new().name(format!("{}-{index}", self.name)).spawn(move || {
+                    let result = worker_main(builder, &ready_tx);
+                    // An ended worker is idle for good, not stalled.
+                    beat.parked.store(true, Ordering::Relaxed);
+                    if let Some(result) = result {
+                        let _ = exit_tx.send((index, result));
+                    }
+                })?;
             match ready.recv() {
                 Ok(Ok((inbox, backend))) => {
-                    rt.workers.push(Worker { inbox, backend, thread: Some(thread) })
+                    rt.workers.push(Worker { inbox, thread: Some(thread) });
+                    watched.push(Watched { heartbeat, stalls: Default::default(), backend });
                 }
                 Ok(Err(e)) => {
                     let _ = thread.join();
@@ -173,14 +169,26 @@ impl Builder {
             }
         }
         let inboxes = rt.workers.iter().map(|w| w.inbox.clone()).collect();
-        rt.handle = Some(Handle { inner: Arc::new(Shared { inboxes, next: AtomicUsize::new(0) }) });
-        rt.stats = Arc::new(heartbeats.iter().map(|_| Stalls::default()).collect());
-        let (stop, stopped) = mpsc::channel();
-        let (stats, threshold) = (rt.stats.clone(), self.stall_threshold);
-        let thread = thread::Builder::new()
-            .name(format!("{}-coord", self.name))
-            .spawn(move || coordinate(&heartbeats, &stats, threshold, &stopped))?;
-        rt.coordinator = Some((stop, thread));
+        let shared = Arc::new(coordinator::Shared::new(watched, inboxes, self.signals));
+        let (threshold, grace) = (self.stall_threshold, self.grace);
+        let (ready_tx, ready) = mpsc::sync_channel(1);
+        let for_thread = shared.clone();
+        let thread = thread::Builder::new().name(format!("{}-coord", self.name)).spawn(
+            move || -> io::Result<()> {
+                let local = LocalReactor::new()?;
+                let stop = local.register();
+                let _ = ready_tx.send(stop.signaler());
+                local.block_on(coordinator::run(&for_thread, threshold, grace, stop))
+            },
+        )?;
+        let Ok(stop) = ready.recv() else {
+            let err = thread.join().map_err(|_| io::Error::other("the coordinator panicked"))?;
+            return Err(err.err().unwrap_or_else(|| io::Error::other("the coordinator ended")));
+        };
+        rt.shared = Some(RuntimeShared {
+            handle: Handle { shared, next: Arc::new(AtomicUsize::new(0)) },
+            coordinator: Some((stop, thread)),
+        });
         Ok(rt)
     }
 }
@@ -188,27 +196,23 @@ impl Builder {
 /// How a worker thread ended.
 type Exit = (usize, Result<(), String>);
 
+/// A worker's thread: builds its reactor, reports to `ready`, and runs
+/// until shut down. Returns how it ended, or `None` if it never started.
 fn worker_main(
-    index: usize,
     builder: executor::Builder,
-    ready: mpsc::SyncSender<io::Result<(Arc<Inbox>, Backend)>>,
-    exits: mpsc::Sender<Exit>,
-) {
+    ready: &mpsc::SyncSender<io::Result<(Arc<Inbox>, Backend)>>,
+) -> Option<Result<(), String>> {
     let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(e));
-            return;
+            return None;
         }
     };
     let control = rt.register();
-    let inbox = Arc::new(Inbox {
-        jobs: Mutex::new(VecDeque::new()),
-        shutdown: Mutex::new(None),
-        wake: control.signaler(),
-    });
+    let inbox = Arc::new(Inbox::new(control.signaler()));
     if ready.send(Ok((inbox.clone(), rt.metrics().backend))).is_err() {
-        return;
+        return None;
     }
     let result = catch_unwind(AssertUnwindSafe(|| {
         let deadline = rt.block_on(async {
@@ -254,97 +258,20 @@ fn worker_main(
             })
         }
     };
-    let _ = exits.send((index, result));
-}
-
-/// Sets each inbox's shutdown deadline, `grace` from now, unless it has
-/// one, and wakes its worker.
-fn shut_down<'a>(inboxes: impl IntoIterator<Item = &'a Arc<Inbox>>, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    for inbox in inboxes {
-        let mut at = inbox.shutdown.lock();
-        if at.is_none() {
-            *at = Some(deadline);
-            drop(at);
-            // A worker that is gone needs no kick.
-            let _ = inbox.kick();
-        }
-    }
-}
-
-/// A worker's stall record, written by the coordinator.
-#[derive(Default)]
-struct Stalls {
-    count: AtomicU64,
-    longest_us: AtomicU64,
-}
-
-/// The coordinator's loop: samples every heartbeat each quarter threshold
-/// until `stop` says to end (or its sender is dropped).
-fn coordinate(
-    heartbeats: &[Arc<Heartbeat>],
-    stats: &[Stalls],
-    threshold: Duration,
-    stop: &mpsc::Receiver<()>,
-) {
-    /// Per worker: the count last seen, since when, and whether this
-    /// stall was reported.
-    struct Seen {
-        cranks: u64,
-        since: Instant,
-        reported: bool,
-    }
-    let now = Instant::now();
-    let mut seen: Vec<Seen> = heartbeats
-        .iter()
-        .map(|h| Seen { cranks: h.cranks.load(Ordering::Relaxed), since: now, reported: false })
-        .collect();
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(threshold / 4) {
-        let now = Instant::now();
-        for (i, ((hb, s), st)) in heartbeats.iter().zip(&mut seen).zip(stats).enumerate() {
-            let cranks = hb.cranks.load(Ordering::Relaxed);
-            if cranks != s.cranks || hb.parked.load(Ordering::Relaxed) {
-                *s = Seen { cranks, since: now, reported: false };
-                continue;
-            }
-            let stuck = now - s.since;
-            if stuck < threshold {
-                continue;
-            }
-            st.longest_us.fetch_max(stuck.as_micros() as u64, Ordering::Relaxed);
-            if !s.reported {
-                s.reported = true;
-                st.count.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
-                    "tally: worker {i} stalled: no crank for {stuck:?} while not parked (a task \
-                     or a spawn closure is blocking its thread); cranks stuck at {cranks}"
-                );
-            }
-        }
-    }
-}
-
-/// What the coordinator knows of one worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerStats {
-    /// The backend its reactor runs on.
-    pub backend: Backend,
-    /// Stalls reported (see the module doc, "Liveness").
-    pub stalls: u64,
-    /// The longest stall seen, as sampled (to a quarter threshold).
-    pub longest_stall: Duration,
+    Some(result)
 }
 
 /// One worker, as the runtime sees it.
 struct Worker {
     inbox: Arc<Inbox>,
-    backend: Backend,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-struct Shared {
-    inboxes: Vec<Arc<Inbox>>,
-    next: AtomicUsize,
+/// What a built runtime has besides its workers.
+struct RuntimeShared {
+    handle: Handle,
+    /// Stops (with a raise) and joins the coordinator thread.
+    coordinator: Option<(Signaler, thread::JoinHandle<io::Result<()>>)>,
 }
 
 /// A multi-thread runtime: a [`LocalReactor`] per worker thread.
@@ -368,17 +295,16 @@ pub struct Runtime {
     /// The first failure seen, kept for `join`.
     failure: Option<RuntimeError>,
     /// `None` only while building.
-    handle: Option<Handle>,
-    /// Stops and joins the coordinator thread.
-    coordinator: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
-    stats: Arc<Vec<Stalls>>,
+    shared: Option<RuntimeShared>,
 }
 
 /// A `Send + Sync` handle to a [`Runtime`]'s workers, for spawning from
 /// any thread (inside tasks too) and for shutting down.
 #[derive(Clone)]
 pub struct Handle {
-    inner: Arc<Shared>,
+    shared: Arc<coordinator::Shared>,
+    /// The round-robin cursor.
+    next: Arc<AtomicUsize>,
 }
 
 impl Handle {
@@ -395,8 +321,8 @@ impl Handle {
         F: Future + 'static,
         F::Output: Send + 'static,
     {
-        let n = self.inner.inboxes.len();
-        let worker = self.inner.next.fetch_add(1, Ordering::Relaxed) % n;
+        let n = self.shared.inboxes.len();
+        let worker = self.next.fetch_add(1, Ordering::Relaxed) % n;
         self.spawn_on(worker, make)
     }
 
@@ -412,10 +338,10 @@ impl Handle {
         F: Future + 'static,
         F::Output: Send + 'static,
     {
-        let inbox = self.inner.inboxes.get(worker).ok_or_else(|| {
+        let inbox = self.shared.inboxes.get(worker).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("no worker {worker}: the runtime has {}", self.inner.inboxes.len()),
+                format!("no worker {worker}: the runtime has {}", self.shared.inboxes.len()),
             )
         })?;
         let (tx, rx) = oneshot::channel();
@@ -428,16 +354,38 @@ impl Handle {
         Ok(RemoteHandle { rx })
     }
 
+    /// Process signals relayed by the coordinator, received on the reactor
+    /// of the executor running on this thread (a worker's task, or
+    /// [`Runtime::block_on`]). Receiving `SIGINT` or `SIGTERM` turns off
+    /// the shutdown they would start, and `SIGUSR2` the snapshot.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a signal the runtime does not read (see
+    /// [`Builder::signals`]).
+    ///
+    /// # Panics
+    ///
+    /// Outside a running tally executor.
+    pub fn signals(&self, signos: &[i32]) -> io::Result<SignalReceiver> {
+        self.shared.receiver(signos)
+    }
+
+    /// Each worker's backend, cranks and stall record, by worker index.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.shared.workers.iter().map(Watched::stats).collect()
+    }
+
     /// How many workers the runtime has.
     pub fn workers(&self) -> usize {
-        self.inner.inboxes.len()
+        self.shared.inboxes.len()
     }
 
     /// Starts a graceful shutdown: no more spawns are taken, and each
     /// worker lets its tasks run for up to `grace`, then drops those left.
     /// Returns at once; [`Runtime::join`] waits for the end.
     pub fn shutdown(&self, grace: Duration) {
-        shut_down(&self.inner.inboxes, grace);
+        shut_down(&self.shared.inboxes, grace);
     }
 }
 
@@ -494,25 +442,17 @@ impl Runtime {
 
     /// A handle for spawning and shutting down, from any thread.
     pub fn handle(&self) -> Handle {
-        self.handle.clone().expect("a built runtime has a handle")
+        self.shared.as_ref().expect("a built runtime has a handle").handle.clone()
     }
 
     /// The backend each worker's reactor runs on, by worker index.
     pub fn backends(&self) -> Vec<Backend> {
-        self.workers.iter().map(|w| w.backend).collect()
+        self.worker_stats().iter().map(|s| s.backend).collect()
     }
 
-    /// Each worker's backend and stall record, by worker index.
+    /// Each worker's backend, cranks and stall record, by worker index.
     pub fn worker_stats(&self) -> Vec<WorkerStats> {
-        self.workers
-            .iter()
-            .zip(self.stats.iter())
-            .map(|(w, s)| WorkerStats {
-                backend: w.backend,
-                stalls: s.count.load(Ordering::Relaxed),
-                longest_stall: Duration::from_micros(s.longest_us.load(Ordering::Relaxed)),
-            })
-            .collect()
+        self.handle().worker_stats()
     }
 
     /// Runs `future` on the calling thread, on a `LocalReactor` of its own
@@ -578,8 +518,8 @@ impl Runtime {
                 let _ = t.join();
             }
         }
-        if let Some((stop, thread)) = self.coordinator.take() {
-            let _ = stop.send(());
+        if let Some((stop, thread)) = self.shared.as_mut().and_then(|s| s.coordinator.take()) {
+            let _ = stop.raise(Signals::user(0), 1);
             let _ = thread.join();
         }
     }

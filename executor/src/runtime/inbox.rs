@@ -1,0 +1,56 @@
+//! A worker's inbox: the jobs and the shutdown deadline that the outside
+//! (handles, the coordinator) hands a worker, and the raise that wakes it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tally_reactor::{Signaler, Signals};
+
+/// A job for a worker: builds a future there and spawns it.
+pub(super) type Job = Box<dyn FnOnce() + Send>;
+
+/// What a worker's outside shares with it.
+pub(super) struct Inbox {
+    pub(super) jobs: Mutex<VecDeque<Job>>,
+    /// Set once: shut down, letting tasks run until this instant.
+    pub(super) shutdown: Mutex<Option<Instant>>,
+    /// Raises the worker's control registration.
+    pub(super) wake: Signaler,
+}
+
+impl Inbox {
+    /// An empty inbox whose worker `wake` raises.
+    pub(super) fn new(wake: Signaler) -> Inbox {
+        Inbox { jobs: Mutex::new(VecDeque::new()), shutdown: Mutex::new(None), wake }
+    }
+
+    pub(super) fn push(&self, job: Job) -> io::Result<()> {
+        if self.shutdown.lock().is_some() {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the runtime is shutting down"));
+        }
+        self.jobs.lock().push_back(job);
+        self.kick()
+    }
+
+    pub(super) fn kick(&self) -> io::Result<()> {
+        self.wake.raise(Signals::user(0), 1).map(drop)
+    }
+}
+
+/// Sets each inbox's shutdown deadline, `grace` from now, unless it has
+/// one, and wakes its worker.
+pub(super) fn shut_down<'a>(inboxes: impl IntoIterator<Item = &'a Arc<Inbox>>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    for inbox in inboxes {
+        let mut at = inbox.shutdown.lock();
+        if at.is_none() {
+            *at = Some(deadline);
+            drop(at);
+            // A worker that is gone needs no kick.
+            let _ = inbox.kick();
+        }
+    }
+}
