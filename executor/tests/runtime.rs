@@ -7,6 +7,9 @@ mod util;
 use std::io;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+
+use tally::runtime::{OnFailure, RestartPolicy, ServiceFailure};
 use tally::{JoinError, PacketKind, Runtime, Signals};
 use util::{Watchdog, yield_now};
 
@@ -371,4 +374,91 @@ fn a_signal_the_runtime_does_not_read_is_refused() {
     let err = rt.block_on(async move { handle.signals(&[libc::SIGUSR1]).unwrap_err() });
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     rt.shutdown(Duration::ZERO).unwrap();
+}
+
+/// A policy for tests: 40 ms, doubling, at most `max` restarts in 10 s.
+fn policy(max: u32) -> RestartPolicy {
+    RestartPolicy {
+        delay: Duration::from_millis(40),
+        backoff: 2.0,
+        max_delay: Duration::from_secs(1),
+        max_restarts: max,
+        window: Duration::from_secs(10),
+    }
+}
+
+#[test]
+fn a_supervised_service_restarts_after_its_delay_with_back_off_and_its_resources_dropped() {
+    let _dog = Watchdog::new("supervise", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, bool)>();
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = runs.clone();
+    rt.handle()
+        .supervise(
+            "flaky",
+            0,
+            move || {
+                let (tx, run) = (tx.clone(), counter.fetch_add(1, Ordering::SeqCst));
+                // What a run owns: a registration, captured by the future,
+                // so that only dropping the future drops it. The worker's
+                // own control registration is the other one.
+                let clean = tally::reactor().metrics().registrations == 1;
+                let reg = tally::reactor().register();
+                async move {
+                    let _owned = &reg;
+                    tx.send((Instant::now(), clean)).unwrap();
+                    match run {
+                        0 => Err("first failure"),
+                        1 => panic!("second failure"),
+                        _ => Ok(()),
+                    }
+                }
+            },
+            policy(5),
+            OnFailure::FailRuntime,
+        )
+        .unwrap();
+    let starts: Vec<(Instant, bool)> = (0..3).map(|_| rx.recv().unwrap()).collect();
+    assert!(starts.iter().all(|(_, clean)| *clean), "each run starts with no leftovers");
+    let gaps = [starts[1].0 - starts[0].0, starts[2].0 - starts[1].0];
+    assert!(gaps[0] >= Duration::from_millis(40), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(80), "the back-off doubles the delay: {gaps:?}");
+    assert!(gaps[1] < Duration::from_secs(2), "{gaps:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "a service that returns Ok is not restarted");
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn a_service_past_max_restarts_fails_the_runtime_or_calls_back() {
+    let _dog = Watchdog::new("max restarts", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(2).thread_name("svc").build().unwrap();
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = runs.clone();
+    let start = move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Err::<(), _>("always") }
+    };
+    rt.handle().supervise("doomed", 1, start, policy(2), OnFailure::FailRuntime).unwrap();
+    let err = rt.join().unwrap_err();
+    assert_eq!(err.service.as_deref(), Some("doomed"));
+    assert_eq!((err.worker, err.message.as_str()), (1, "always"));
+    assert_eq!(err.to_string(), "tally service \"doomed\" on worker 1 failed: always");
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "the first run and two restarts");
+    assert_eq!(all_threads("svc"), 0);
+
+    // The same with a callback: the runtime runs on.
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let report = OnFailure::Callback(std::sync::Arc::new(move |f: &ServiceFailure| {
+        tx.lock().unwrap().send(f.clone()).unwrap();
+    }));
+    let start = || async { Err::<(), _>("again") };
+    rt.handle().supervise("called", 0, start, policy(1), report).unwrap();
+    let failure = rx.recv().unwrap();
+    assert_eq!((failure.name.as_str(), failure.restarts), ("called", 1));
+    assert_eq!(rt.block_on(rt.handle().spawn(|| async { 1 }).unwrap()), Ok(1));
+    rt.shutdown(Duration::from_secs(1)).unwrap();
 }

@@ -29,6 +29,7 @@
 
 mod coordinator;
 mod inbox;
+mod supervise;
 
 use std::fmt;
 use std::future::Future;
@@ -46,6 +47,7 @@ use futures::channel::oneshot;
 use tally_reactor::{Backend, Signaler, Signals};
 
 pub use coordinator::{SignalReceiver, WorkerStats};
+pub use supervise::{OnFailure, RestartPolicy, ServiceFailure};
 
 use crate::executor::{self, Heartbeat, LocalReactor};
 use crate::task::JoinError;
@@ -150,7 +152,7 @@ impl Builder {
                     // An ended worker is idle for good, not stalled.
                     beat.parked.store(true, Ordering::Relaxed);
                     if let Some(result) = result {
-                        let _ = exit_tx.send((index, result));
+                        let _ = exit_tx.send(Exit::Worker(index, result));
                     }
                 })?;
             match ready.recv() {
@@ -186,15 +188,19 @@ impl Builder {
             return Err(err.err().unwrap_or_else(|| io::Error::other("the coordinator ended")));
         };
         rt.shared = Some(RuntimeShared {
-            handle: Handle { shared, next: Arc::new(AtomicUsize::new(0)) },
+            handle: Handle { shared, next: Arc::new(AtomicUsize::new(0)), exits: exit_tx },
             coordinator: Some((stop, thread)),
         });
         Ok(rt)
     }
 }
 
-/// How a worker thread ended.
-type Exit = (usize, Result<(), String>);
+/// What ends a runtime's run: a worker's thread ending (with its panic
+/// message if it failed), or a supervised service failing for good.
+enum Exit {
+    Worker(usize, Result<(), String>),
+    Service(ServiceFailure),
+}
 
 /// A worker's thread: builds its reactor, reports to `ready`, and runs
 /// until shut down. Returns how it ended, or `None` if it never started.
@@ -305,6 +311,8 @@ pub struct Handle {
     shared: Arc<coordinator::Shared>,
     /// The round-robin cursor.
     next: Arc<AtomicUsize>,
+    /// Where a service that fails for good reports, to end the run.
+    exits: mpsc::Sender<Exit>,
 }
 
 impl Handle {
@@ -376,6 +384,41 @@ impl Handle {
         self.shared.workers.iter().map(Watched::stats).collect()
     }
 
+    /// Runs the service `start` builds on worker `worker`, restarting it
+    /// by `policy` when it ends with an error or a panic (see
+    /// [`RestartPolicy`]); once it fails more often than the policy allows,
+    /// does what `on_failure` says. `start` is called on the worker, once
+    /// per run.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn_on`](Self::spawn_on).
+    pub fn supervise<M, F, E>(
+        &self,
+        name: impl Into<String>,
+        worker: usize,
+        start: M,
+        policy: RestartPolicy,
+        on_failure: OnFailure,
+    ) -> io::Result<()>
+    where
+        M: FnMut() -> F + Send + 'static,
+        F: Future<Output = Result<(), E>> + 'static,
+        E: fmt::Display + 'static,
+    {
+        let (name, exits) = (name.into(), self.exits.clone());
+        let service = self.spawn_on(worker, move || async move {
+            let Some(failure) = supervise::run(name, worker, start, policy).await else { return };
+            eprintln!("tally: {failure}");
+            match on_failure {
+                OnFailure::FailRuntime => drop(exits.send(Exit::Service(failure))),
+                OnFailure::Callback(f) => f(&failure),
+            }
+        })?;
+        drop(service);
+        Ok(())
+    }
+
     /// How many workers the runtime has.
     pub fn workers(&self) -> usize {
         self.shared.inboxes.len()
@@ -417,18 +460,28 @@ impl<T> fmt::Debug for RemoteHandle<T> {
     }
 }
 
-/// A worker thread that failed.
+/// Why a runtime's run ended in failure: a worker thread that panicked,
+/// or a supervised service that failed for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeError {
     /// The worker's index.
     pub worker: usize,
-    /// Its panic message.
+    /// The failed service's name, if it was a service.
+    pub service: Option<String>,
+    /// The worker's panic message, or the service's last error.
     pub message: String,
 }
 
 impl fmt::Display for RuntimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tally worker {} panicked: {}", self.worker, self.message)
+        match &self.service {
+            None => write!(f, "tally worker {} panicked: {}", self.worker, self.message),
+            Some(name) => write!(
+                f,
+                "tally service {name:?} on worker {} failed: {}",
+                self.worker, self.message
+            ),
+        }
     }
 }
 
@@ -493,7 +546,13 @@ impl Runtime {
         let mut running = self.workers.iter().filter(|w| w.thread.is_some()).count();
         while running > 0 {
             let (worker, result) = match self.exits.recv_timeout(Duration::from_millis(100)) {
-                Ok(exit) => exit,
+                Ok(Exit::Worker(worker, result)) => (worker, result.map_err(|m| (None, m))),
+                Ok(Exit::Service(f)) => {
+                    // Not a thread's end: the workers run on until shut
+                    // down, which starts now.
+                    running += 1;
+                    (f.worker, Err((Some(f.name), f.reason)))
+                }
                 // A thread that ended without reporting (it cannot, short
                 // of an abort) must not hang the join.
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -506,9 +565,9 @@ impl Runtime {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             running -= 1;
-            if let Err(message) = result {
+            if let Err((service, message)) = result {
                 if self.failure.is_none() {
-                    self.failure = Some(RuntimeError { worker, message });
+                    self.failure = Some(RuntimeError { worker, service, message });
                 }
                 shut_down(self.workers.iter().map(|w| &w.inbox), Duration::ZERO);
             }
