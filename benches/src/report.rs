@@ -150,11 +150,15 @@ pub const TARGETS: &[(&str, &str, f64)] = &[
     ("W3 pingpong", "tally/mio", 1.2),
     ("W3 pingpong", "tally/tokio", 1.3),
     ("W3 pingpong", "tally-epoll/mio", 0.95),
+    ("W3-many pingpong", "tally/mio", 1.5),
+    ("W3-many pingpong", "tally/tokio", 1.5),
     ("W4 echo", "tally/tokio", 1.3),
     ("W4 echo", "tally/monoio", 1.0),
     ("W3 pingpong", "tokio-on-tally/tokio", 1.0),
     ("W4 echo", "tokio-on-tally/tokio", 1.0),
-    ("W5 churn 1M", "1M/1k", 0.77),
+    ("W5 churn (fd-less) 1M", "1M/1k", 0.77),
+    ("W5 churn-fd 1k", "tally/mio", 1.0),
+    ("W5 churn-fd 10k", "tally/mio", 1.0),
 ];
 
 /// Everything a run of `compare` found.

@@ -1,7 +1,8 @@
 //! `compare`: runs tally, a hand-written mio readiness loop, tokio and (on
-//! W3 and W4) monoio side by side on named workloads, and prints tally's
-//! throughput ratios; on W1 to W4 and W6, also tally on its epoll backend
-//! (`tally-epoll`) and its ratios to mio and tokio.
+//! W3, W3-many and W4) monoio side by side on named workloads, and prints
+//! tally's throughput ratios; on W1 to W4, W3-many, W5 churn-fd and W6, also
+//! tally on its epoll backend (`tally-epoll`) and its ratios to mio and
+//! tokio.
 //!
 //! ```text
 //! compare [--quick] [--only W1,W3,mem] [--json PATH] [--plot PATH.svg]
@@ -9,8 +10,10 @@
 //!
 //! * `--quick`: smaller counts and 3 repetitions (under two minutes on two
 //!   cores); without it, full counts and 7 repetitions (under fifteen).
-//! * `--only`: a comma-separated list of workloads (`W0` … `W6`, and `mem`
-//!   for bytes per registration).
+//! * `--only`: a comma-separated list of workloads (`W0` … `W6`, `W3M` for
+//!   W3-many, 64 pingpong pairs at once, and `mem` for bytes per
+//!   registration). `W5` runs its three patterns: `churn (fd-less)`,
+//!   `churn-random` and `churn-fd`.
 //! * `--engines`: run only these engines (`tally,tally-epoll,tally-reactor,
 //!   mio,tokio,monoio,io-uring`), for profiling one side.
 //! * `--json PATH`: the results in the issue's schema.
@@ -32,7 +35,7 @@ use tally_benches::plot;
 use tally_benches::report::{Report, WorkloadResult, pairwise, utc_date};
 use tally_benches::sys::{self, Machine};
 use tally_benches::workloads::{
-    Config, churn, echo, fan_in, footprint, nop, pingpong, signal_flood, timers,
+    Config, churn, echo, fan_in, footprint, nop, pingpong, pingpong_many, signal_flood, timers,
 };
 
 #[global_allocator]
@@ -49,7 +52,7 @@ struct Args {
 }
 
 const USAGE: &str =
-    "usage: compare [--quick] [--only W0,W1,...,W6,mem] [--json PATH] [--plot PATH.svg]";
+    "usage: compare [--quick] [--only W0,W1,...,W6,W3M,mem] [--json PATH] [--plot PATH.svg]";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut out = Args::default();
@@ -190,6 +193,10 @@ fn run(args: &Args) -> std::io::Result<()> {
         let m = bench.measure(pingpong::spec(cfg));
         record(&m, &mut workloads);
     }
+    if args.wants("W3M") {
+        let m = bench.measure(pingpong_many::spec(cfg));
+        record(&m, &mut workloads);
+    }
     if args.wants("W4") {
         let m = bench.measure(echo::spec(cfg));
         record(&m, &mut workloads);
@@ -200,7 +207,7 @@ fn run(args: &Args) -> std::io::Result<()> {
         }
     }
     if args.wants("W5") {
-        for pattern in [churn::Pattern::Fresh, churn::Pattern::Random] {
+        for pattern in [churn::Pattern::Fresh, churn::Pattern::Random, churn::Pattern::Fd] {
             let (specs, missing) = churn::specs(cfg, pattern);
             absent.extend(missing);
             let measured: Vec<Measured> = specs.into_iter().map(|s| bench.measure(s)).collect();
@@ -208,7 +215,10 @@ fn run(args: &Args) -> std::io::Result<()> {
                 record(m, &mut workloads);
             }
             // ratios["1M/1k"]: tally at 1M over tally at 1k, repetition by
-            // repetition, on every entry of the pattern.
+            // repetition, on every entry of a pattern that reaches 1M.
+            if pattern.sizes().last().map(|&(_, l)| l) != Some("1M") {
+                continue;
+            }
             let tally = |m: &Measured| -> Vec<f64> {
                 m.runs
                     .get(&Engine::Tally)
@@ -302,5 +312,13 @@ mod tests {
         assert_eq!(alone.name, "W3 pingpong reactor-only");
         let alone_engines: Vec<Engine> = alone.runs.keys().copied().collect();
         assert_eq!(alone_engines, [Engine::Tally, Engine::Mio]);
+    }
+
+    #[test]
+    fn only_w3m_selects_w3_many_alone() {
+        let args = parse(["--only", "w3m,W5"].into_iter().map(String::from)).unwrap();
+        assert!(args.wants("W3M"));
+        assert!(args.wants("W5"));
+        assert!(!args.wants("W3"));
     }
 }

@@ -8,8 +8,10 @@
 //! | [`signal_flood`] | W1 `signal_flood` | tally, tally-epoll, mio, tokio |
 //! | [`fan_in`] | W2 `fan_in` | tally, tally-epoll, mio, tokio |
 //! | [`pingpong`] | W3 `pingpong` | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
+//! | [`pingpong_many`] | W3-many (`--only W3M`): 64 pairs at once | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
 //! | [`echo`] | W4 `echo` | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
-//! | [`churn`] | W5 `churn` | tally, mio, tokio |
+//! | [`churn`] | W5 `churn (fd-less)`, `churn-random` | tally, mio, tokio |
+//! | [`churn`] | W5 `churn-fd` | tally, tally-epoll, mio, tokio |
 //! | [`timers`] | W6 `timers` | tally, tally-epoll, mio, tokio |
 //! | [`footprint`] | bytes per idle registration | tally, mio, tokio |
 //!
@@ -25,6 +27,7 @@ pub mod fan_in;
 pub mod footprint;
 pub mod nop;
 pub mod pingpong;
+pub mod pingpong_many;
 pub mod signal_flood;
 pub mod timers;
 

@@ -108,78 +108,124 @@ fn reclaimed(reg: &Registration, op: OpId) -> io::Result<Vec<u8>> {
 }
 
 fn tally(n: u64) -> io::Result<Run> {
-    let (a, b) = UnixStream::pair()?;
+    reactor_pairs(1, n)
+}
+
+/// One socketpair of the hand-driven reactor loop, with its own
+/// registration, so that a completion is matched against two ends only.
+struct Pair {
+    /// Kept open for the run.
+    _socks: (UnixStream, UnixStream),
+    reg: Registration,
+    ends: [End; 2],
+}
+
+/// The reactor-only case over `pairs` socketpairs at once, each with one
+/// message in flight, until `n` messages are delivered in all: W3 with
+/// `pairs = 1`, W3-many with more. One `turn` per crank, then a drain of
+/// every pair's registration.
+pub(crate) fn reactor_pairs(pairs: usize, n: u64) -> io::Result<Run> {
     let reactor = Reactor::new()?;
-    let reg = reactor.register();
-    let mut ends = [End::new(a.as_raw_fd()), End::new(b.as_raw_fd())];
-    ends[0].owed = 1;
-    let mut sent = 1u64;
+    let mut all = Vec::with_capacity(pairs);
+    for _ in 0..pairs {
+        let (a, b) = UnixStream::pair()?;
+        let ends = [End::new(a.as_raw_fd()), End::new(b.as_raw_fd())];
+        all.push(Pair { _socks: (a, b), reg: reactor.register(), ends });
+    }
+    let mut sent = 0u64;
+    for pair in &mut all {
+        if sent < n {
+            pair.ends[0].owed = 1;
+            sent += 1;
+        }
+    }
     let mut delivered = 0u64;
     let mut list = PacketList::new();
     let window = Window::open();
     while delivered < n {
-        for end in &mut ends {
-            end.pump(&reg)?;
+        for pair in &mut all {
+            for end in &mut pair.ends {
+                end.pump(&pair.reg)?;
+            }
         }
         reactor.turn(Some(Duration::from_secs(5)))?;
-        drain_into(&reg, &mut list);
-        for p in &list {
-            let Some(c) = p.as_completion() else { continue };
-            let op = c.op();
-            let Some(end) =
-                ends.iter_mut().find(|e| e.recv_op == Some(op) || e.send_op == Some(op))
-            else {
-                continue;
-            };
-            if c.result < 0 {
-                return Err(io::Error::from_raw_os_error(-c.result));
-            }
-            if end.recv_op == Some(op) {
-                end.recv_op = None;
-                let mut buf = reclaimed(&reg, op)?;
-                if c.result == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
+        for pair in &mut all {
+            drain_into(&pair.reg, &mut list);
+            for p in &list {
+                let Some(c) = p.as_completion() else { continue };
+                let op = c.op();
+                let reg = &pair.reg;
+                let Some(end) =
+                    pair.ends.iter_mut().find(|e| e.recv_op == Some(op) || e.send_op == Some(op))
+                else {
+                    continue;
+                };
+                if c.result < 0 {
+                    return Err(io::Error::from_raw_os_error(-c.result));
                 }
-                if buf.len() == MSG {
-                    buf.clear();
-                    delivered += 1;
-                    if sent < n {
-                        end.owed += 1;
-                        sent += 1;
+                if end.recv_op == Some(op) {
+                    end.recv_op = None;
+                    let mut buf = reclaimed(reg, op)?;
+                    if c.result == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
                     }
+                    if buf.len() == MSG {
+                        buf.clear();
+                        delivered += 1;
+                        if sent < n {
+                            end.owed += 1;
+                            sent += 1;
+                        }
+                    }
+                    end.recv_buf = Some(buf);
+                } else {
+                    end.send_op = None;
+                    let buf = reclaimed(reg, op)?;
+                    if c.result as usize != MSG {
+                        return Err(io::Error::other(format!("short send: {}", c.result)));
+                    }
+                    end.send_buf = Some(buf);
                 }
-                end.recv_buf = Some(buf);
-            } else {
-                end.send_op = None;
-                let buf = reclaimed(&reg, op)?;
-                if c.result as usize != MSG {
-                    return Err(io::Error::other(format!("short send: {}", c.result)));
-                }
-                end.send_buf = Some(buf);
             }
+            list.clear();
         }
-        list.clear();
     }
     let run = window.close(delivered);
-    drop(reg);
+    drop(all);
     drop(reactor);
     Ok(run)
 }
 
 fn mio(n: u64) -> io::Result<Run> {
-    let (a, b) = mio::net::UnixStream::pair()?;
-    let mut ends = [a, b];
+    mio_pairs(1, n)
+}
+
+/// The mio case over `pairs` socketpairs at once, each with one message in
+/// flight, until `n` messages are delivered in all: every end registered
+/// with one `Poll`, the same read loop for each event.
+pub(crate) fn mio_pairs(pairs: usize, n: u64) -> io::Result<Run> {
+    let mut ends = Vec::with_capacity(2 * pairs);
+    for _ in 0..pairs {
+        let (a, b) = mio::net::UnixStream::pair()?;
+        ends.push(a);
+        ends.push(b);
+    }
     let mut poll = Poll::new()?;
     for (i, end) in ends.iter_mut().enumerate() {
         poll.registry().register(end, Token(i), Interest::READABLE)?;
     }
-    let mut events = Events::with_capacity(16);
+    let mut events = Events::with_capacity(16.max(2 * pairs));
     let msg = [0x5au8; MSG];
     let mut scratch = [0u8; 4096];
-    let mut got = [0usize; 2];
+    let mut got = vec![0usize; 2 * pairs];
     let window = Window::open();
-    ends[0].write_all(&msg)?;
-    let mut sent = 1u64;
+    let mut sent = 0u64;
+    for end in ends.iter_mut().step_by(2) {
+        if sent < n {
+            end.write_all(&msg)?;
+            sent += 1;
+        }
+    }
     let mut delivered = 0u64;
     while delivered < n {
         crate::workloads::mio_poll(&mut poll, &mut events, Some(Duration::from_secs(5)))?;
@@ -218,92 +264,119 @@ fn mio(n: u64) -> io::Result<Run> {
 pub(crate) fn tokio(n: u64) -> io::Result<Run> {
     let rt = tokio_runtime()?;
     rt.block_on(async {
-        let (mut a, mut b) = tokio::net::UnixStream::pair()?;
-        let echo = tokio::spawn(async move {
-            let mut buf = [0u8; MSG];
-            while b.read_exact(&mut buf).await.is_ok() {
-                if b.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let msg = [0x5au8; MSG];
-        let mut buf = [0u8; MSG];
-        let rounds = n / 2;
+        let (a, b) = tokio::net::UnixStream::pair()?;
+        let echo = tokio::spawn(tokio_echo(b));
         let window = Window::open();
-        for _ in 0..rounds {
-            a.write_all(&msg).await?;
-            a.read_exact(&mut buf).await?;
-        }
+        let rounds = tokio_drive(a, n / 2).await?;
         let run = window.close(rounds * 2);
-        drop(a);
         let _ = echo.await;
         Ok(run)
     })
 }
 
+/// Echoes 64-byte messages on `b` (tokio) until the peer closes.
+pub(crate) async fn tokio_echo(mut b: tokio::net::UnixStream) {
+    let mut buf = [0u8; MSG];
+    while b.read_exact(&mut buf).await.is_ok() {
+        if b.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Does `rounds` round trips on `a` (tokio), then closes it; returns
+/// `rounds`.
+pub(crate) async fn tokio_drive(mut a: tokio::net::UnixStream, rounds: u64) -> io::Result<u64> {
+    let msg = [0x5au8; MSG];
+    let mut buf = [0u8; MSG];
+    for _ in 0..rounds {
+        a.write_all(&msg).await?;
+        a.read_exact(&mut buf).await?;
+    }
+    Ok(rounds)
+}
+
 fn monoio(n: u64) -> io::Result<Run> {
-    use monoio::io::{AsyncReadRentExt as _, AsyncWriteRentExt as _};
     let mut rt = monoio_runtime()?;
     rt.block_on(async {
-        let (mut a, mut b) = monoio::net::UnixStream::pair()?;
-        let echo = monoio::spawn(async move {
-            let mut buf: Box<[u8]> = vec![0u8; MSG].into_boxed_slice();
-            loop {
-                let (r, back) = b.read_exact(buf).await;
-                if r.is_err() {
-                    break;
-                }
-                let (r, back) = b.write_all(back).await;
-                buf = back;
-                if r.is_err() {
-                    break;
-                }
-            }
-        });
-        let mut msg: Box<[u8]> = vec![0x5au8; MSG].into_boxed_slice();
-        let mut buf: Box<[u8]> = vec![0u8; MSG].into_boxed_slice();
-        let rounds = n / 2;
+        let (a, b) = monoio::net::UnixStream::pair()?;
+        let echo = monoio::spawn(monoio_echo(b));
         let window = Window::open();
-        for _ in 0..rounds {
-            let (r, back) = a.write_all(msg).await;
-            msg = back;
-            r?;
-            let (r, back) = a.read_exact(buf).await;
-            buf = back;
-            r?;
-        }
+        let rounds = monoio_drive(a, n / 2).await?;
         let run = window.close(rounds * 2);
-        drop(a);
         echo.await;
         Ok(run)
     })
 }
 
+/// Echoes 64-byte messages on `b` (monoio, one owned buffer) until the
+/// peer closes.
+pub(crate) async fn monoio_echo(mut b: monoio::net::UnixStream) {
+    use monoio::io::{AsyncReadRentExt as _, AsyncWriteRentExt as _};
+    let mut buf: Box<[u8]> = vec![0u8; MSG].into_boxed_slice();
+    loop {
+        let (r, back) = b.read_exact(buf).await;
+        if r.is_err() {
+            break;
+        }
+        let (r, back) = b.write_all(back).await;
+        buf = back;
+        if r.is_err() {
+            break;
+        }
+    }
+}
+
+/// Does `rounds` round trips on `a` (monoio, two owned buffers), then
+/// closes it; returns `rounds`.
+pub(crate) async fn monoio_drive(mut a: monoio::net::UnixStream, rounds: u64) -> io::Result<u64> {
+    use monoio::io::{AsyncReadRentExt as _, AsyncWriteRentExt as _};
+    let mut msg: Box<[u8]> = vec![0x5au8; MSG].into_boxed_slice();
+    let mut buf: Box<[u8]> = vec![0u8; MSG].into_boxed_slice();
+    for _ in 0..rounds {
+        let (r, back) = a.write_all(msg).await;
+        msg = back;
+        r?;
+        let (r, back) = a.read_exact(buf).await;
+        buf = back;
+        r?;
+    }
+    Ok(rounds)
+}
+
 fn tally_executor(n: u64, backend: Backend) -> io::Result<Run> {
-    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
     let rt = tally_executor_on(backend)?;
     rt.block_on(async {
-        let (mut a, mut b) = tally::net::UnixStream::pair()?;
-        let echo = tally::spawn(async move {
-            let mut buf = [0u8; MSG];
-            while b.read_exact(&mut buf).await.is_ok() {
-                if b.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let msg = [0x5au8; MSG];
-        let mut buf = [0u8; MSG];
-        let rounds = n / 2;
+        let (a, b) = tally::net::UnixStream::pair()?;
+        let echo = tally::spawn(tally_echo(b));
         let window = Window::open();
-        for _ in 0..rounds {
-            a.write_all(&msg).await?;
-            a.read_exact(&mut buf).await?;
-        }
+        let rounds = tally_drive(a, n / 2).await?;
         let run = window.close(rounds * 2);
-        drop(a);
         let _ = echo.await;
         Ok(run)
     })
+}
+
+/// Echoes 64-byte messages on `b` (tally) until the peer closes.
+pub(crate) async fn tally_echo(mut b: tally::net::UnixStream) {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = [0u8; MSG];
+    while b.read_exact(&mut buf).await.is_ok() {
+        if b.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Does `rounds` round trips on `a` (tally), then closes it; returns
+/// `rounds`.
+pub(crate) async fn tally_drive(mut a: tally::net::UnixStream, rounds: u64) -> io::Result<u64> {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    let msg = [0x5au8; MSG];
+    let mut buf = [0u8; MSG];
+    for _ in 0..rounds {
+        a.write_all(&msg).await?;
+        a.read_exact(&mut buf).await?;
+    }
+    Ok(rounds)
 }
