@@ -462,3 +462,28 @@ fn a_service_past_max_restarts_fails_the_runtime_or_calls_back() {
     assert_eq!(rt.block_on(rt.handle().spawn(|| async { 1 }).unwrap()), Ok(1));
     rt.shutdown(Duration::from_secs(1)).unwrap();
 }
+
+/// The CPUs the calling thread may run on.
+fn affinity() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a cpu_set_t of its own size.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(r, 0);
+    // SAFETY: `set` is a valid cpu_set_t and every index < CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+}
+
+#[test]
+fn pinned_workers_each_run_on_one_cpu_in_turn() {
+    let cpus = affinity();
+    let rt = Runtime::builder().workers(3).pin_workers(true).signals(&[]).build().unwrap();
+    let handle = rt.handle();
+    let pinned: Vec<Vec<usize>> = (0..3)
+        .map(|w| rt.block_on(handle.spawn_on(w, || async { affinity() }).unwrap()).unwrap())
+        .collect();
+    for (w, set) in pinned.iter().enumerate() {
+        assert_eq!(set, &[cpus[w % cpus.len()]], "worker {w}");
+    }
+    rt.shutdown(Duration::ZERO).unwrap();
+}

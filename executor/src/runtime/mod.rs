@@ -63,6 +63,7 @@ pub struct Builder {
     stall_threshold: Duration,
     signals: Vec<i32>,
     grace: Duration,
+    pin: bool,
 }
 
 impl Default for Builder {
@@ -85,6 +86,7 @@ impl Builder {
             stall_threshold: Duration::from_millis(100),
             signals: vec![libc::SIGINT, libc::SIGTERM, libc::SIGUSR2],
             grace: Duration::from_secs(5),
+            pin: false,
         }
     }
 
@@ -122,6 +124,14 @@ impl Builder {
         self
     }
 
+    /// Pins worker `i` to CPU `i` (modulo the CPUs this process may run
+    /// on), with `sched_setaffinity`; off by default. A worker that cannot
+    /// be pinned fails the build.
+    pub fn pin_workers(mut self, pin: bool) -> Builder {
+        self.pin = pin;
+        self
+    }
+
     /// The prefix of the worker threads' names.
     pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
         self.name = name.into();
@@ -146,8 +156,13 @@ impl Builder {
             let heartbeat = Arc::new(Heartbeat::default());
             let builder = self.worker.clone().heartbeat(heartbeat.clone());
             let (exit_tx, beat) = (exit_tx.clone(), heartbeat.clone());
+            let pin = self.pin.then_some(index);
             let thread =
                 thread::Builder::new().name(format!("{}-{index}", self.name)).spawn(move || {
+                    if let Some(Err(e)) = pin.map(pin_to) {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
                     let result = worker_main(builder, &ready_tx);
                     // An ended worker is idle for good, not stalled.
                     beat.parked.store(true, Ordering::Relaxed);
@@ -200,6 +215,35 @@ impl Builder {
 enum Exit {
     Worker(usize, Result<(), String>),
     Service(ServiceFailure),
+}
+
+/// Pins the calling thread to the `index`th CPU it may run on (modulo
+/// their number).
+fn pin_to(index: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: a valid pointer to a cpu_set_t of `size` bytes; 0 is this
+    // thread.
+    if unsafe { libc::sched_getaffinity(0, size, &mut allowed) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `allowed` is a valid cpu_set_t and `c` < CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
+        .collect();
+    let Some(&cpu) = cpus.get(index % cpus.len().max(1)) else {
+        return Err(io::Error::other("this thread may run on no CPU"));
+    };
+    // SAFETY: as above: plain data, zeroed is the empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `one` is a valid cpu_set_t and `cpu` < CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: a valid pointer to a cpu_set_t of `size` bytes.
+    if unsafe { libc::sched_setaffinity(0, size, &one) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A worker's thread: builds its reactor, reports to `ready`, and runs
