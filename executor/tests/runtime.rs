@@ -487,3 +487,43 @@ fn pinned_workers_each_run_on_one_cpu_in_turn() {
     }
     rt.shutdown(Duration::ZERO).unwrap();
 }
+
+#[test]
+fn a_full_inbox_pushes_back_on_spawners() {
+    let _dog = Watchdog::new("inbox back pressure", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(1).inbox_capacity(4).signals(&[]).build().unwrap();
+    let handle = rt.handle();
+    // Hold the worker in a blocking job so its inbox fills.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    drop(
+        handle
+            .spawn(move || {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+                async {}
+            })
+            .unwrap(),
+    );
+    started.recv().unwrap();
+    let mut accepted = Vec::new();
+    let refused = loop {
+        match handle.spawn(|| async { 1u32 }) {
+            Ok(h) => accepted.push(h),
+            Err(e) => break e,
+        }
+        assert!(accepted.len() <= 4, "the inbox holds 4 jobs");
+    };
+    assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+    assert_eq!(accepted.len(), 4);
+    release.send(()).unwrap();
+    let sum = rt.block_on(async move {
+        let mut sum = 0;
+        for h in accepted {
+            sum += h.await.unwrap();
+        }
+        sum
+    });
+    assert_eq!(sum, 4, "every accepted spawn ran: nothing dropped");
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}

@@ -15,6 +15,8 @@ pub(super) type Job = Box<dyn FnOnce() + Send>;
 /// What a worker's outside shares with it.
 pub(super) struct Inbox {
     pub(super) jobs: Mutex<VecDeque<Job>>,
+    /// Jobs it holds at most; a push past it is refused (back pressure).
+    cap: usize,
     /// Set once: shut down, letting tasks run until this instant.
     pub(super) shutdown: Mutex<Option<Instant>>,
     /// Raises the worker's control registration.
@@ -22,16 +24,24 @@ pub(super) struct Inbox {
 }
 
 impl Inbox {
-    /// An empty inbox whose worker `wake` raises.
-    pub(super) fn new(wake: Signaler) -> Inbox {
-        Inbox { jobs: Mutex::new(VecDeque::new()), shutdown: Mutex::new(None), wake }
+    /// An empty inbox for at most `cap` jobs, whose worker `wake` raises.
+    pub(super) fn new(wake: Signaler, cap: usize) -> Inbox {
+        Inbox { jobs: Mutex::new(VecDeque::new()), cap, shutdown: Mutex::new(None), wake }
     }
 
     pub(super) fn push(&self, job: Job) -> io::Result<()> {
         if self.shutdown.lock().is_some() {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the runtime is shutting down"));
         }
-        self.jobs.lock().push_back(job);
+        let mut jobs = self.jobs.lock();
+        if jobs.len() >= self.cap {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the worker's inbox is full: it has not caught up with earlier spawns",
+            ));
+        }
+        jobs.push_back(job);
+        drop(jobs);
         self.kick()
     }
 

@@ -64,6 +64,7 @@ pub struct Builder {
     signals: Vec<i32>,
     grace: Duration,
     pin: bool,
+    inbox_cap: usize,
 }
 
 impl Default for Builder {
@@ -87,6 +88,7 @@ impl Builder {
             signals: vec![libc::SIGINT, libc::SIGTERM, libc::SIGUSR2],
             grace: Duration::from_secs(5),
             pin: false,
+            inbox_cap: 65_536,
         }
     }
 
@@ -132,6 +134,14 @@ impl Builder {
         self
     }
 
+    /// Spawns a worker's inbox holds before `spawn` refuses with
+    /// `WouldBlock` (default 65,536): a worker that falls behind pushes
+    /// back on its spawners instead of growing without bound.
+    pub fn inbox_capacity(mut self, cap: usize) -> Builder {
+        self.inbox_cap = cap.max(1);
+        self
+    }
+
     /// The prefix of the worker threads' names.
     pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
         self.name = name.into();
@@ -156,14 +166,14 @@ impl Builder {
             let heartbeat = Arc::new(Heartbeat::default());
             let builder = self.worker.clone().heartbeat(heartbeat.clone());
             let (exit_tx, beat) = (exit_tx.clone(), heartbeat.clone());
-            let pin = self.pin.then_some(index);
+            let (pin, inbox_cap) = (self.pin.then_some(index), self.inbox_cap);
             let thread =
                 thread::Builder::new().name(format!("{}-{index}", self.name)).spawn(move || {
                     if let Some(Err(e)) = pin.map(pin_to) {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
-                    let result = worker_main(builder, &ready_tx);
+                    let result = worker_main(builder, inbox_cap, &ready_tx);
                     // An ended worker is idle for good, not stalled.
                     beat.parked.store(true, Ordering::Relaxed);
                     if let Some(result) = result {
@@ -250,6 +260,7 @@ fn pin_to(index: usize) -> io::Result<()> {
 /// until shut down. Returns how it ended, or `None` if it never started.
 fn worker_main(
     builder: executor::Builder,
+    inbox_cap: usize,
     ready: &mpsc::SyncSender<io::Result<(Arc<Inbox>, Backend)>>,
 ) -> Option<Result<(), String>> {
     let rt = match builder.build() {
@@ -260,7 +271,7 @@ fn worker_main(
         }
     };
     let control = rt.register();
-    let inbox = Arc::new(Inbox::new(control.signaler()));
+    let inbox = Arc::new(Inbox::new(control.signaler(), inbox_cap));
     if ready.send(Ok((inbox.clone(), rt.metrics().backend))).is_err() {
         return None;
     }
@@ -366,7 +377,7 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// `BrokenPipe` once the runtime is shutting down or gone.
+    /// As [`spawn_on`](Self::spawn_on).
     pub fn spawn<M, F>(&self, make: M) -> io::Result<RemoteHandle<F::Output>>
     where
         M: FnOnce() -> F + Send + 'static,
@@ -382,7 +393,8 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for a worker that does not exist; `BrokenPipe` once
+    /// `InvalidInput` for a worker that does not exist; `WouldBlock` when
+    /// its inbox is full ([`Builder::inbox_capacity`]); `BrokenPipe` once
     /// the runtime is shutting down or gone.
     pub fn spawn_on<M, F>(&self, worker: usize, make: M) -> io::Result<RemoteHandle<F::Output>>
     where
