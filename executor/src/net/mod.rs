@@ -30,6 +30,12 @@
 //!   so bytes go out in order. The buffer is kept between writes, so its
 //!   capacity is that of the largest write so far (at most 64 KiB).
 //!
+//! * **One registration per stream** carries the completions of its reads,
+//!   writes, connect and shutdown, so an idle stream costs one reactor slot
+//!   and its own state (about 500 bytes connected in all). A reader and a
+//!   writer in two tasks (a `split` stream) each keep their waker apart, so
+//!   neither misses a wake-up (see `stream.rs`, `Wakers`).
+//!
 //! **A dropped read never loses data.** Received bytes belong to the stream,
 //! not to the future that asked for them: the receive stays armed when a
 //! read future is dropped, every completion it makes (however many arrive
