@@ -148,6 +148,16 @@ pub(crate) struct StreamIo {
     shut: bool,
 }
 
+/// One non-blocking `send(2)` of `src` on socket `fd`: how much the
+/// socket buffer took, or `WouldBlock` when it is full. A peer that reset
+/// the connection gives `EPIPE` or `ECONNRESET`, never `SIGPIPE`.
+fn send_now(fd: RawFd, src: &[u8]) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // send(2) reads `src.len()` bytes from a live slice.
+    let n = syscall!(send(fd, src.as_ptr().cast(), src.len(), flags))?;
+    Ok(n as usize)
+}
+
 fn errno(result: i32) -> io::Error {
     io::Error::from_raw_os_error(-result)
 }
@@ -507,6 +517,16 @@ impl StreamIo {
         }
         if src.is_empty() {
             return Poll::Ready(Ok(0));
+        }
+        // Nothing is in flight (the wait above), so bytes sent now follow
+        // every byte sent before: try a non-blocking send first, which
+        // costs no SQE and no completion, and go through the ring only
+        // when the socket buffer is full.
+        match send_now(self.raw_fd(), src) {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Poll::Ready(Err(e)),
         }
         let n = src.len().min(WRITE_MAX);
         let mut buf = std::mem::take(&mut self.write_buf);
