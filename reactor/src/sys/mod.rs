@@ -127,6 +127,9 @@ pub struct Features {
     pub multishot_recv: bool,
     /// Provided buffer rings.
     pub buf_ring: bool,
+    /// The ring's fd is registered (`IORING_REGISTER_RING_FDS`), so each
+    /// `io_uring_enter` skips the fd lookup.
+    pub registered_ring: bool,
 }
 
 /// The backend in use, and the buffer groups its receives fill.

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::types::{Fd, Timespec};
 use io_uring::{IoUring, Probe, opcode, squeue};
 use tally_packets::Token;
 
@@ -39,6 +39,14 @@ pub(crate) struct Uring {
     /// as deferred task work that only an enter with GETEVENTS posts, and
     /// no flag says when there is some, so every turn must enter.
     defer_unflagged: bool,
+    /// The ring's index in this thread's table of registered rings
+    /// (`IORING_REGISTER_RING_FDS`, Linux 5.18), when the kernel took it:
+    /// every enter then passes the index with `IORING_ENTER_REGISTERED_RING`
+    /// and the kernel skips the fd lookup (`fdget`/`fdput`). The table is
+    /// per thread, so only a SINGLE_ISSUER ring, which the kernel binds to
+    /// the thread that made it, registers: a ring that may change threads
+    /// (compat-mio's) would enter another thread's ring by that index.
+    registered_ring: Option<u32>,
 }
 
 /// A ring that could not be set up: which step failed, and how.
@@ -65,6 +73,31 @@ const REQUIRED: [(&str, u8); 12] = [
 
 /// `IORING_ENTER_GETEVENTS`: run deferred task work and post completions.
 const ENTER_GETEVENTS: u32 = 1;
+/// `IORING_ENTER_EXT_ARG`: the argument is an `io_uring_getevents_arg`.
+const ENTER_EXT_ARG: u32 = 8;
+/// `IORING_ENTER_REGISTERED_RING`: the fd is a registered-ring index.
+const ENTER_REGISTERED_RING: u32 = 16;
+/// `IORING_REGISTER_RING_FDS` and `IORING_UNREGISTER_RING_FDS`.
+const REGISTER_RING_FDS: u32 = 20;
+const UNREGISTER_RING_FDS: u32 = 21;
+
+/// The kernel's `struct io_uring_getevents_arg`, for an enter with a
+/// timeout.
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+/// The kernel's `struct io_uring_rsrc_update`, for ring-fd registration.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
 
 /// The setup flags we try, richest first; each step drops what an older
 /// kernel answers EINVAL to.
@@ -144,7 +177,10 @@ impl Uring {
             multishot_poll: probe.is_supported(opcode::PollAdd::CODE)
                 && params.is_feature_fast_poll(),
             buf_ring: probe.is_supported(opcode::Socket::CODE),
+            registered_ring: false,
         };
+        let registered_ring = if defer { register_ring_fd(ring.as_raw_fd()) } else { None };
+        let features = Features { registered_ring: registered_ring.is_some(), ..features };
         Ok(Uring {
             ring,
             features,
@@ -153,6 +189,7 @@ impl Uring {
             enters: 0,
             interrupted: false,
             defer_unflagged: defer && !coop,
+            registered_ring,
         })
     }
 
@@ -363,23 +400,28 @@ impl Uring {
         // `Timespec::from` casts the seconds to i64, and a negative tv_sec
         // would answer ETIME at once, turning every wait into a busy loop.
         let timeout = timeout.filter(|t| i64::try_from(t.as_secs()).is_ok());
-        let submitter = self.ring.submitter();
+        // GETEVENTS to wait, and whenever the kernel asks for an enter
+        // (task work, overflow) or, without the TASKRUN flag, may need one.
+        let getevents = wait || kernel_wants_us || self.defer_unflagged;
+        let flags = if getevents { ENTER_GETEVENTS } else { 0 };
         let res = match (wait, timeout) {
             (true, Some(t)) => {
                 let ts = Timespec::from(t);
-                submitter.submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+                let arg = GeteventsArg {
+                    sigmask: 0,
+                    sigmask_sz: 0,
+                    min_wait_usec: 0,
+                    ts: (&ts as *const Timespec) as u64,
+                };
+                // SAFETY: `arg` and the timespec it points to outlive the
+                // call, and the SQEs submitted were pushed under `push`'s
+                // contract.
+                unsafe { self.sys_enter(queued as u32, 1, flags | ENTER_EXT_ARG, Some(&arg)) }
             }
-            (true, None) => submitter.submit_and_wait(1),
-            (false, _) if self.defer_unflagged => {
-                // `submit()` adds GETEVENTS only when the TASKRUN flag is up
-                // (and io-uring 0.7.13 not even then): ask for it ourselves.
-                // SAFETY: no argument pointer is passed (size 0), and the
-                // SQEs submitted were pushed under `push`'s contract.
-                unsafe {
-                    submitter.enter::<libc::sigset_t>(queued as u32, 0, ENTER_GETEVENTS, None)
-                }
-            }
-            (false, _) => submitter.submit(),
+            // SAFETY: no argument; the SQEs as above.
+            (true, None) => unsafe { self.sys_enter(queued as u32, 1, flags, None) },
+            // SAFETY: as above.
+            (false, _) => unsafe { self.sys_enter(queued as u32, 0, flags, None) },
         };
         match res {
             Ok(_) => Ok(true),
@@ -396,6 +438,41 @@ impl Uring {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `io_uring_enter` on this ring, by its registered index when it has
+    /// one.
+    ///
+    /// # Safety
+    ///
+    /// Every SQE it submits must have been pushed under `push`'s contract,
+    /// and `arg`, when given, must be a valid `io_uring_getevents_arg` with
+    /// `ENTER_EXT_ARG` in `flags`.
+    #[inline]
+    unsafe fn sys_enter(
+        &self,
+        to_submit: u32,
+        min_complete: u32,
+        flags: u32,
+        arg: Option<&GeteventsArg>,
+    ) -> io::Result<()> {
+        let (fd, flags) = match self.registered_ring {
+            Some(index) => (index as libc::c_int, flags | ENTER_REGISTERED_RING),
+            None => (self.ring.as_raw_fd(), flags),
+        };
+        let (arg, size) = match arg {
+            Some(a) => {
+                ((a as *const GeteventsArg).cast::<libc::c_void>(), size_of::<GeteventsArg>())
+            }
+            None => (std::ptr::null(), 0),
+        };
+        // SAFETY: `fd` names this ring (its fd, or its index in this
+        // thread's table: a SINGLE_ISSUER ring never leaves its thread);
+        // the rest is forwarded from this function's contract.
+        let res = unsafe {
+            libc::syscall(libc::SYS_io_uring_enter, fd, to_submit, min_complete, flags, arg, size)
+        };
+        if res < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
     /// Copies every available CQE into `out`. The kernel's CQE flags use
@@ -464,7 +541,44 @@ impl Drop for Uring {
         for &group in &self.buf_groups {
             let _ = self.ring.submitter().unregister_buf_ring(group);
         }
+        if let Some(index) = self.registered_ring {
+            // The table entry holds a reference to the ring's file: without
+            // this the ring would live on until the thread exits.
+            let mut update = RsrcUpdate { offset: index, resv: 0, data: 0 };
+            // SAFETY: `update` outlives the call; the ring is SINGLE_ISSUER
+            // (never moved off the thread that registered it), so `index`
+            // names this ring in this thread's table.
+            let _ = unsafe { register(self.ring.as_raw_fd(), UNREGISTER_RING_FDS, &mut update) };
+        }
     }
+}
+
+/// Registers the ring `fd` in this thread's table of registered rings and
+/// returns its index, or `None` when the kernel refuses (before 5.18, or
+/// the table is full).
+fn register_ring_fd(fd: RawFd) -> Option<u32> {
+    // `offset: u32::MAX` lets the kernel pick a free slot.
+    let mut update = RsrcUpdate { offset: u32::MAX, resv: 0, data: fd as u64 };
+    // SAFETY: `update` outlives the call, and the kernel writes the slot
+    // it picked into it.
+    match unsafe { register(fd, REGISTER_RING_FDS, &mut update) } {
+        Ok(1) => Some(update.offset),
+        _ => None,
+    }
+}
+
+/// `io_uring_register(fd, opcode, update, 1)`.
+///
+/// # Safety
+///
+/// `opcode` must take one `io_uring_rsrc_update`, which the kernel may
+/// write back into.
+unsafe fn register(fd: RawFd, opcode: u32, update: &mut RsrcUpdate) -> io::Result<i64> {
+    let arg = update as *mut RsrcUpdate;
+    // SAFETY: `arg` points to a live `RsrcUpdate`, as `opcode` (this
+    // function's contract) expects; the kernel writes only into it.
+    let res = unsafe { libc::syscall(libc::SYS_io_uring_register, fd, opcode, arg, 1u32) };
+    if res < 0 { Err(io::Error::last_os_error()) } else { Ok(res) }
 }
 
 fn len32(len: usize) -> u32 {
@@ -473,8 +587,63 @@ fn len32(len: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::Cqe;
+    use std::time::Duration;
+
     use io_uring::cqueue;
+    use tally_packets::Token;
+
+    use super::{Cqe, Uring};
+    use crate::config::{Backend, Config};
+    use crate::op::OpKind;
+
+    fn config() -> Config {
+        Config {
+            entries: 8,
+            queue_cap: 8,
+            user_cap: 8,
+            buf_cap: 8,
+            defer_taskrun: true,
+            coop_taskrun: true,
+            assert_drained: false,
+            backend: Backend::IoUring,
+        }
+    }
+
+    /// A thread's table holds 16 registered rings (`IO_RINGFD_REG_MAX`):
+    /// the rings past it enter by their fd, every ring still submits and
+    /// reaps, and dropping a ring frees its slot.
+    #[test]
+    fn rings_past_the_registered_table_enter_by_fd() {
+        let mut rings = Vec::new();
+        for _ in 0..20 {
+            match Uring::new(&config()) {
+                Ok(ring) => rings.push(ring),
+                Err(e) => {
+                    println!("skipped: {} failed: {}", e.step, e.error);
+                    return;
+                }
+            }
+        }
+        if !rings[0].features.single_issuer_defer_taskrun {
+            println!("skipped: no SINGLE_ISSUER, so no ring registers its fd");
+            return;
+        }
+        let registered = rings.iter().filter(|r| r.registered_ring.is_some()).count();
+        assert!(registered == 16 || registered == 0, "{registered} rings registered");
+        for (i, ring) in rings.iter_mut().enumerate() {
+            let token = Token::new(i as u32, 1);
+            // SAFETY: a NOP references no memory.
+            unsafe { ring.submit(token, &mut OpKind::Nop) };
+            assert!(ring.enter(true, Some(Duration::from_secs(5))).unwrap());
+            let mut cqes = Vec::new();
+            ring.reap(&mut cqes);
+            assert_eq!(cqes.len(), 1, "ring {i}");
+            assert_eq!((cqes[0].user_data, cqes[0].result), (token.as_u64(), 0), "ring {i}");
+        }
+        rings.truncate(1);
+        let again = Uring::new(&config()).ok().expect("a ring like the first 20");
+        assert_eq!(again.registered_ring.is_some(), registered > 0, "a freed slot is reused");
+    }
 
     /// `reap` copies the kernel's CQE flags unchanged into `Cqe`: the
     /// neutral bits must be io_uring's.
