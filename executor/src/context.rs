@@ -43,6 +43,29 @@ static NEXT_EXECUTOR_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// The executor running on this thread, if any.
     static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+    /// Whether the executor on this thread should queue its sends in the
+    /// ring rather than try them inline; see [`set_batch_sends`].
+    static BATCH_SENDS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Completions per turn past which an io_uring executor batches its sends.
+const BATCH_SENDS_ABOVE: usize = 4;
+
+/// Records how the last turn went, for [`batch_sends`]: on io_uring, a
+/// turn that reaped more than a few completions means many streams are
+/// busy, and their sends cost less queued in the ring (one enter submits
+/// them all) than as one `send(2)` each; with few (a ping-pong), a send
+/// tried inline saves a completion and a trip through the ring. On epoll a
+/// queued send is tried at once anyway, so inline is always cheaper.
+pub(crate) fn set_batch_sends(backend: tally_reactor::Backend, reaped: usize) {
+    let batch = backend == tally_reactor::Backend::IoUring && reaped > BATCH_SENDS_ABOVE;
+    let _ = BATCH_SENDS.try_with(|b| b.set(batch));
+}
+
+/// Whether a stream's send should go through the ring without an inline
+/// try first (see [`set_batch_sends`]).
+pub(crate) fn batch_sends() -> bool {
+    BATCH_SENDS.try_with(Cell::get).unwrap_or(false)
 }
 
 /// The executor running on this thread.
@@ -331,6 +354,18 @@ impl Drop for Enter {
 #[cfg(test)]
 mod tests {
     use super::next_generation;
+
+    #[test]
+    fn only_a_busy_io_uring_turn_batches_sends() {
+        use super::{batch_sends, set_batch_sends};
+        use tally_reactor::Backend;
+        set_batch_sends(Backend::IoUring, 5);
+        assert!(batch_sends());
+        set_batch_sends(Backend::IoUring, 4);
+        assert!(!batch_sends());
+        set_batch_sends(Backend::Epoll, 1000);
+        assert!(!batch_sends(), "a queued send on epoll is tried at once anyway");
+    }
 
     #[test]
     fn generations_wrap_past_main_and_zero() {

@@ -85,6 +85,7 @@ pub(crate) struct Executor {
     /// Consecutive failed turns; a reactor that keeps failing is fatal.
     failures: Cell<u32>,
     heartbeat: Option<Arc<Heartbeat>>,
+    backend: tally_reactor::Backend,
 }
 
 impl Executor {
@@ -94,6 +95,7 @@ impl Executor {
         clock: Clock,
         heartbeat: Option<Arc<Heartbeat>>,
     ) -> Executor {
+        let backend = reactor.metrics().backend;
         Executor {
             core: Core::new(reactor, clock),
             remote_scratch: RefCell::new(Vec::new()),
@@ -101,6 +103,7 @@ impl Executor {
             budget: budget.max(1),
             failures: Cell::new(0),
             heartbeat,
+            backend,
         }
     }
 
@@ -183,6 +186,7 @@ impl Executor {
                 0
             }
         };
+        context::set_batch_sends(self.backend, reaped);
         self.drain_remote();
         reaped
     }

@@ -521,12 +521,15 @@ impl StreamIo {
         // Nothing is in flight (the wait above), so bytes sent now follow
         // every byte sent before: try a non-blocking send first, which
         // costs no SQE and no completion, and go through the ring only
-        // when the socket buffer is full.
-        match send_now(self.raw_fd(), src) {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Poll::Ready(Err(e)),
+        // when the socket buffer is full, or when many streams are busy
+        // and one enter for all their sends is cheaper (`batch_sends`).
+        if !context::batch_sends() {
+            match send_now(self.raw_fd(), src) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
         let n = src.len().min(WRITE_MAX);
         let mut buf = std::mem::take(&mut self.write_buf);
