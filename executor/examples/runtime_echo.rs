@@ -1,6 +1,7 @@
 //! A TCP echo server on a 2-worker `tally::Runtime`: each worker accepts
-//! on the same listening socket and serves its connections with a task
-//! each. `kill -USR2 <pid>` prints the runtime's snapshot on stderr;
+//! on a listener of its own, all bound to one port with `SO_REUSEPORT`
+//! (the kernel spreads the connections), and serves its connections with
+//! a task each. `kill -USR2 <pid>` prints the runtime's snapshot on stderr;
 //! `kill -TERM <pid>` (or Ctrl-C) shuts it down gracefully.
 //!
 //! ```text
@@ -10,15 +11,24 @@
 //! With `--self-test N`, it also runs N loopback clients, checks every
 //! echoed byte, then sends itself SIGUSR2 and SIGTERM and exits.
 
+use std::net::SocketAddr;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use tally::Runtime;
 use tally::net::{TcpListener, TcpStream};
 
-/// One worker's accept loop, on its own handle to the listening socket.
-async fn accept_loop(listener: std::net::TcpListener, worker: usize) -> std::io::Result<()> {
-    let listener = TcpListener::from_std(listener);
+/// One worker's accept loop, on a listener of its own bound to `addr`;
+/// sends the bound address to `bound` first.
+async fn accept_loop(
+    addr: SocketAddr,
+    worker: usize,
+    bound: mpsc::Sender<std::io::Result<SocketAddr>>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind_reuseport(addr);
+    let _ = bound.send(listener.as_ref().map_err(clone_err).and_then(TcpListener::local_addr));
+    let listener = listener?;
     loop {
         let (stream, peer) = listener.accept().await?;
         tally::spawn(async move {
@@ -30,6 +40,10 @@ async fn accept_loop(listener: std::net::TcpListener, worker: usize) -> std::io:
             }
         });
     }
+}
+
+fn clone_err(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
 }
 
 /// Sends `signo` to this process.
@@ -48,14 +62,17 @@ fn main() -> std::io::Result<()> {
     // First thing in main: the runtime blocks its signals in this thread,
     // and every thread started later inherits the mask.
     let rt = Runtime::builder().workers(2).shutdown_grace(Duration::from_secs(2)).build()?;
-    let listener = std::net::TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:0"))?;
-    let local = listener.local_addr()?;
-    println!("echo server on {local}, pid {}, workers on {:?}", std::process::id(), rt.backends());
+    let mut local: SocketAddr =
+        addr.as_deref().unwrap_or("127.0.0.1:0").parse().map_err(std::io::Error::other)?;
     let handle = rt.handle();
+    // The first worker binds (port 0: any free port), the others bind to
+    // the port it got.
     for worker in 0..handle.workers() {
-        let listener = listener.try_clone()?;
-        drop(handle.spawn_on(worker, move || accept_loop(listener, worker))?);
+        let (bound_tx, bound) = mpsc::channel();
+        drop(handle.spawn_on(worker, move || accept_loop(local, worker, bound_tx))?);
+        local = bound.recv().map_err(std::io::Error::other)??;
     }
+    println!("echo server on {local}, pid {}, workers on {:?}", std::process::id(), rt.backends());
     if let Some(clients) = self_test {
         let checked = rt.block_on(async move {
             for id in 0..clients {

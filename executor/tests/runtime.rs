@@ -527,3 +527,46 @@ fn a_full_inbox_pushes_back_on_spawners() {
     assert_eq!(sum, 4, "every accepted spawn ran: nothing dropped");
     rt.shutdown(Duration::from_secs(1)).unwrap();
 }
+
+#[test]
+fn reuseport_listeners_on_two_workers_share_the_connections() {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _dog = Watchdog::new("reuseport", Duration::from_secs(30));
+    const CONNS: usize = 64;
+    let rt = Runtime::builder().workers(2).signals(&[]).build().unwrap();
+    let handle = rt.handle();
+    // Each worker accepts on a listener of its own, both bound to one
+    // port; each connection is told which worker took it. The shutdown
+    // at the end drops both loops.
+    let serve = |w: usize, addr: std::net::SocketAddr, bound: std::sync::mpsc::Sender<_>| {
+        move || async move {
+            let l = tally::net::TcpListener::bind_reuseport(addr).unwrap();
+            bound.send(l.local_addr().unwrap()).unwrap();
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                s.write_all(&[w as u8]).await.unwrap();
+            }
+        }
+    };
+    let (bound_tx, bound) = std::sync::mpsc::channel();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    drop(handle.spawn_on(0, serve(0, any, bound_tx.clone())).unwrap());
+    let addr = bound.recv().unwrap();
+    drop(handle.spawn_on(1, serve(1, addr, bound_tx)).unwrap());
+    assert_eq!(bound.recv().unwrap(), addr);
+    let per_worker = rt.block_on(async {
+        let mut per_worker = [0usize; 2];
+        for _ in 0..CONNS {
+            let mut c = tally::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(&[1]).await.unwrap();
+            let mut w = [0u8; 1];
+            c.read_exact(&mut w).await.unwrap();
+            per_worker[w[0] as usize] += 1;
+        }
+        per_worker
+    });
+    assert_eq!(per_worker.iter().sum::<usize>(), CONNS);
+    assert!(per_worker.iter().all(|&n| n > 0), "the kernel spread them: {per_worker:?}");
+    rt.shutdown(Duration::ZERO).unwrap();
+}

@@ -77,10 +77,41 @@ pub struct Op {
     pub(crate) kind: OpKind,
 }
 
-/// A socket address in the form the kernel reads it.
-pub(crate) struct RawAddr {
+/// A socket address in the form the kernel reads it: a `sockaddr_storage`
+/// and its length. `Op::connect` makes one; it is public for the system
+/// calls that take an address and that the reactor does not make itself
+/// (say `bind(2)` on a socket with options set first).
+///
+/// ```
+/// let raw = tally_reactor::RawAddr::from("127.0.0.1:80".parse::<std::net::SocketAddr>().unwrap());
+/// assert_eq!(raw.len() as usize, std::mem::size_of::<libc::sockaddr_in>());
+/// ```
+pub struct RawAddr {
     pub(crate) storage: libc::sockaddr_storage,
     pub(crate) len: libc::socklen_t,
+}
+
+impl fmt::Debug for RawAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawAddr")
+            .field("family", &self.storage.ss_family)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl RawAddr {
+    /// The address, for a `const struct sockaddr *` argument; valid while
+    /// `self` is.
+    pub fn as_ptr(&self) -> *const libc::sockaddr {
+        (&raw const self.storage).cast()
+    }
+
+    /// Its length, for the `socklen_t` beside it.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> libc::socklen_t {
+        self.len
+    }
 }
 
 pub(crate) enum OpKind {

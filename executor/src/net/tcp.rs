@@ -8,7 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::stream::{Acceptor, StreamIo, widen_backlog};
-use crate::sys;
+use crate::sys::{self, syscall};
 
 /// A TCP socket listening for connections.
 ///
@@ -63,6 +63,35 @@ impl TcpListener {
         let sock = std::net::TcpListener::bind(addr)?;
         widen_backlog(sock.as_raw_fd())?;
         Ok(TcpListener::from_std(sock))
+    }
+
+    /// Binds to `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`) set, and
+    /// listens: several listeners bound this way to one address share its
+    /// connections, which the kernel spreads over them by a hash of each
+    /// connection's addresses. The server shape of a multi-thread
+    /// [`Runtime`](crate::Runtime): each worker accepts on a listener of its
+    /// own. Port 0 picks a free port for the first; bind the others to the
+    /// first's [`local_addr`](Self::local_addr).
+    ///
+    /// # Errors
+    ///
+    /// Any error from resolving, `socket`, `setsockopt`, `bind` or
+    /// `listen`; with several addresses, the last one's.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a running tally executor.
+    pub fn bind_reuseport(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        let mut last = None;
+        for addr in addr.to_socket_addrs()? {
+            match reuseport_socket(addr) {
+                Ok(sock) => return Ok(TcpListener::from_std(sock)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")
+        }))
     }
 
     /// Wraps a listening std socket.
@@ -233,3 +262,26 @@ impl fmt::Debug for TcpStream {
 }
 
 super::stream_traits!(TcpStream);
+
+/// A listening TCP socket on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
+fn reuseport_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let sock = sys::socket(domain, libc::SOCK_STREAM)?;
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // `one` is a live c_int of `len` bytes, as these options take.
+        syscall!(setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&raw const one).cast(),
+            len
+        ))?;
+    }
+    let raw = tally_reactor::RawAddr::from(addr);
+    // `raw` holds a sockaddr of `raw.len()` bytes and outlives the call.
+    syscall!(bind(sock.as_raw_fd(), raw.as_ptr(), raw.len()))?;
+    widen_backlog(sock.as_raw_fd())?;
+    Ok(std::net::TcpListener::from(sock))
+}
