@@ -9,17 +9,26 @@ struct Entry<T> {
     value: Option<T>,
 }
 
+/// Slots per chunk: 2^8. A chunk is allocated whole (its capacity fixed)
+/// and never moves, so the slab grows without copying and its slack is at
+/// most one partly filled chunk, not a doubling vector's up-to-half.
+const CHUNK_SHIFT: u32 = 8;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+
 /// Slots reused LIFO, each with a generation bumped on every removal.
+///
+/// Slot `s` lives at `chunks[s >> CHUNK_SHIFT][s % CHUNK]`: two indexings,
+/// no hashing. Every chunk but the last is full.
 #[derive(Debug)]
 pub(crate) struct GenSlab<T> {
-    entries: Vec<Entry<T>>,
+    chunks: Vec<Vec<Entry<T>>>,
     free: Vec<u32>,
     len: usize,
 }
 
 impl<T> GenSlab<T> {
     pub(crate) fn new() -> Self {
-        GenSlab { entries: Vec::new(), free: Vec::new(), len: 0 }
+        GenSlab { chunks: Vec::new(), free: Vec::new(), len: 0 }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -38,36 +47,57 @@ impl<T> GenSlab<T> {
     pub(crate) fn insert_mut(&mut self, value: T) -> Option<(Token, &mut T)> {
         let slot = match self.free.pop() {
             Some(slot) => slot,
-            None => {
-                let slot = u32::try_from(self.entries.len()).ok()?;
-                self.entries.push(Entry { generation: 1, value: None });
-                slot
-            }
+            None => self.push_vacant()?,
         };
         self.len += 1;
-        let entry = &mut self.entries[slot as usize];
+        let entry = self.entry_mut(slot)?;
         let token = token(slot, entry.generation);
         Some((token, entry.value.insert(value)))
+    }
+
+    /// Appends a never-used slot, starting a chunk when the last is full.
+    fn push_vacant(&mut self) -> Option<u32> {
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            // The new chunk's first slot must fit a token; so do the rest,
+            // as 2^32 is a multiple of CHUNK.
+            u32::try_from(self.chunks.len() * CHUNK).ok()?;
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let last = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[last];
+        let slot = u32::try_from(last * CHUNK + chunk.len()).ok()?;
+        chunk.push(Entry { generation: 1, value: None });
+        Some(slot)
+    }
+
+    #[inline]
+    fn entry(&self, slot: u32) -> Option<&Entry<T>> {
+        self.chunks.get((slot >> CHUNK_SHIFT) as usize)?.get(slot as usize % CHUNK)
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, slot: u32) -> Option<&mut Entry<T>> {
+        self.chunks.get_mut((slot >> CHUNK_SHIFT) as usize)?.get_mut(slot as usize % CHUNK)
     }
 
     /// The entry `token` names, if its generation is current.
     #[inline]
     pub(crate) fn get(&self, token: Token) -> Option<&T> {
-        let entry = self.entries.get(token.slot() as usize)?;
+        let entry = self.entry(token.slot())?;
         if entry.generation == token.generation() { entry.value.as_ref() } else { None }
     }
 
     /// The entry `token` names, if its generation is current.
     #[inline]
     pub(crate) fn get_mut(&mut self, token: Token) -> Option<&mut T> {
-        let entry = self.entries.get_mut(token.slot() as usize)?;
+        let entry = self.entry_mut(token.slot())?;
         if entry.generation == token.generation() { entry.value.as_mut() } else { None }
     }
 
     /// Removes the entry `token` names, bumping the slot's generation so that
     /// `token` never matches again.
     pub(crate) fn remove(&mut self, token: Token) -> Option<T> {
-        let entry = self.entries.get_mut(token.slot() as usize)?;
+        let entry = self.entry_mut(token.slot())?;
         if entry.generation != token.generation() {
             return None;
         }
@@ -82,7 +112,7 @@ impl<T> GenSlab<T> {
     /// bumping the slot's generation. Returns whether there was one.
     #[inline]
     pub(crate) fn discard(&mut self, token: Token) -> bool {
-        let Some(entry) = self.entries.get_mut(token.slot() as usize) else { return false };
+        let Some(entry) = self.entry_mut(token.slot()) else { return false };
         if entry.generation != token.generation() || entry.value.is_none() {
             return false;
         }
@@ -95,7 +125,7 @@ impl<T> GenSlab<T> {
 
     /// Every live entry with its token.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Token, &T)> {
-        self.entries.iter().enumerate().filter_map(|(slot, e)| {
+        self.chunks.iter().flatten().enumerate().filter_map(|(slot, e)| {
             e.value.as_ref().map(|v| (Token::new(slot as u32, e.generation), v))
         })
     }
@@ -113,9 +143,31 @@ fn token(slot: u32, generation: u32) -> Token {
     token
 }
 
+/// The bytes one slot of a `GenSlab<T>` takes, for size tests.
+#[cfg(test)]
+#[allow(dead_code, reason = "the fuzz crate includes this file without core's size test")]
+pub(crate) const fn entry_size<T>() -> usize {
+    std::mem::size_of::<Entry<T>>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_span_chunks() {
+        let mut slab = GenSlab::new();
+        let t: Vec<_> = (0..3 * CHUNK + 5).map(|i| slab.insert(i).unwrap()).collect();
+        for (i, tok) in t.iter().enumerate() {
+            assert_eq!((tok.slot() as usize, slab.get(*tok)), (i, Some(&i)));
+        }
+        assert_eq!(slab.chunks.len(), 4);
+        assert!(slab.chunks.iter().all(|c| c.capacity() == CHUNK), "chunks never grow");
+        assert_eq!(slab.remove(t[CHUNK]), Some(CHUNK));
+        let again = slab.insert(7).unwrap();
+        assert_eq!((again.slot(), slab.get(t[CHUNK])), (CHUNK as u32, None));
+        assert_eq!(slab.iter().count(), 3 * CHUNK + 5);
+    }
 
     #[test]
     fn stale_tokens_find_nothing_after_reuse() {

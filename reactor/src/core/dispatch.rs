@@ -75,14 +75,16 @@ impl Core {
             return;
         };
         let end = if op.kind.is_multishot() || matches!(op.kind, OpKind::Poll { .. }) {
-            let buf_cap = self.config.buf_cap;
-            watched(op, reg, token, cqe, &mut self.driver, &mut self.counters, buf_cap)
+            let caps = Caps { queue: self.config.queue_cap, bufs: self.config.buf_cap };
+            watched(op, reg, token, cqe, &mut self.driver, &mut self.counters, caps)
         } else {
             // A plain one-shot op (nop, read, send, ...): one packet, and
             // it is over. One-shot ops select no provided buffers.
             let c = CompletionPacket::new(token, op.kind.tag(), cqe.result).with_more(more);
-            reg.may_lend |= Lent::of(&c).is_some();
-            if reg.enqueue(Packet::completion(reg_token, c)) {
+            if Lent::of(&c).is_some() {
+                reg.note_lend();
+            }
+            if reg.enqueue(Packet::completion(reg_token, c), self.config.queue_cap) {
                 // Overflow: kept (nothing is lost).
                 self.counters.queue_overflows += 1;
             }
@@ -173,6 +175,13 @@ enum End {
     Finished,
 }
 
+/// The caps a delivery checks: the queue's, and provided buffers held.
+#[derive(Clone, Copy)]
+struct Caps {
+    queue: usize,
+    bufs: u32,
+}
+
 /// Delivers a completion of a multishot op or a poll, which may fold into
 /// the counted signal, pause for back pressure, or be the end of one
 /// arming rather than of the op.
@@ -183,7 +192,7 @@ fn watched(
     cqe: Cqe,
     driver: &mut Driver,
     counters: &mut Counters,
-    buf_cap: u32,
+    caps: Caps,
 ) -> End {
     let more = cqe.more();
     let multishot = op.kind.is_multishot();
@@ -233,8 +242,9 @@ fn watched(
     // of its own, on a ring the others share) until it gives some back.
     let mut stop = false;
     if buffer.is_some() {
-        reg.bufs_held += 1;
-        stop = reg.bufs_held >= buf_cap;
+        let cold = reg.cold_mut();
+        cold.bufs_held += 1;
+        stop = cold.bufs_held >= caps.bufs;
     }
     // The end of one arming of a multishot op (no "more") that is not the
     // end of the op itself: we stopped it for back pressure, or the kernel
@@ -253,8 +263,10 @@ fn watched(
         if let Some(buffer) = buffer {
             c = c.with_buffer(buffer);
         }
-        reg.may_lend |= Lent::of(&c).is_some();
-        if reg.enqueue(Packet::completion(reg_token, c)) {
+        if Lent::of(&c).is_some() {
+            reg.note_lend();
+        }
+        if reg.enqueue(Packet::completion(reg_token, c), caps.queue) {
             // Overflow: kept (nothing is lost), and back pressure.
             counters.queue_overflows += 1;
             stop = true;
@@ -266,7 +278,7 @@ fn watched(
     }
     if let Some(errno) = refused {
         let c = CompletionPacket::new(token, op.kind.tag(), -errno);
-        if reg.enqueue(Packet::completion(reg_token, c)) {
+        if reg.enqueue(Packet::completion(reg_token, c), caps.queue) {
             counters.queue_overflows += 1;
         }
     }
@@ -311,29 +323,32 @@ impl Core {
     /// moved.
     pub(crate) fn drain(&mut self, token: Token, out: &mut PacketList) -> bool {
         let Some(reg) = self.regs.get_mut(token) else { return false };
-        if !reg.lent.is_empty() {
-            let returned = free_lent(&mut self.driver, &mut reg.lent, &mut self.counters.reclaimed);
-            reg.bufs_held = reg.bufs_held.saturating_sub(returned);
+        if let Some(cold) = reg.cold_opt_mut().filter(|c| !c.lent.is_empty()) {
+            let returned =
+                free_lent(&mut self.driver, &mut cold.lent, &mut self.counters.reclaimed);
+            cold.bufs_held = cold.bufs_held.saturating_sub(returned);
         }
         let before = out.len();
         let (mut bits, mut count) = CountedSignal::unpack(std::mem::take(&mut reg.local_signal));
-        if let Some(shared) = &reg.shared {
+        if let Some(shared) = reg.shared() {
             let (b, c) = shared.signal.take();
             bits |= b;
             count = count.saturating_add(c.get());
         }
         if !bits.is_empty() || count != Count::ZERO {
-            out.push(Packet::signal(token, reg.trigger, bits, count));
+            out.push(Packet::signal(token, reg.trigger(), bits, count));
             self.counters.coalesced_raises += u64::from(count.get().saturating_sub(1));
         }
         let completions = out.len();
         reg.queue.drain_into(out);
-        out.extend_from_slice(&reg.overflow);
-        reg.overflow.clear();
-        if std::mem::take(&mut reg.may_lend) {
-            lend(&mut reg.lent, &out[completions..]);
+        if let Some(cold) = reg.cold_opt_mut() {
+            out.extend_from_slice(&cold.overflow);
+            cold.overflow.clear();
+            if std::mem::take(&mut cold.may_lend) {
+                lend(&mut cold.lent, &out[completions..]);
+            }
         }
-        if let Some(shared) = &reg.shared {
+        if let Some(shared) = reg.shared() {
             shared.drain_user(|p| out.push(Packet::user(token, p)));
         }
         self.counters.packets += (out.len() - before) as u64;
@@ -353,8 +368,10 @@ impl Core {
     /// A buffer delivered to the registration tagged `holder` went back to
     /// the kernel.
     pub(crate) fn buffer_returned(&mut self, holder: u64) {
-        if let Some(reg) = self.regs.get_mut(Token::from_u64(holder)) {
-            reg.bufs_held = reg.bufs_held.saturating_sub(1);
+        if let Some(cold) =
+            self.regs.get_mut(Token::from_u64(holder)).and_then(RegSlot::cold_opt_mut)
+        {
+            cold.bufs_held = cold.bufs_held.saturating_sub(1);
         }
     }
 
@@ -363,7 +380,8 @@ impl Core {
         let remote = &self.remote;
         let reg = self.regs.get_mut(token)?;
         Some(
-            reg.shared
+            reg.cold_mut()
+                .shared
                 .get_or_insert_with(|| Arc::new(Shared::new(token, remote.clone(), user_cap)))
                 .clone(),
         )

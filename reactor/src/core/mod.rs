@@ -8,13 +8,15 @@
 //! * `dispatch.rs`: the completion path, backend to core to registration,
 //!   and draining;
 //! * `teardown.rs`: cancellation, deregistration and shutdown;
-//! * `lent.rs`: what drained packets carry (fds, buffers) until taken.
+//! * `lent.rs`: what drained packets carry (fds, buffers) until taken;
+//! * `reg.rs`: a registration's state, hot in the slab and cold boxed.
 //!
 //! The core uses `sys/` (the backend) and nothing above it; the public
 //! types (`Reactor`, `Registration`, `RecvBuf`) use the core.
 
 mod dispatch;
 mod lent;
+mod reg;
 mod submit;
 mod teardown;
 
@@ -24,16 +26,17 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
-use tally_packets::{Count, Packet, PacketQueue, Signals, Token};
+use tally_packets::{Signals, Token};
 
 use crate::config::Config;
 use crate::metrics::Counters;
 use crate::op::{OpId, OpKind};
-use crate::remote::{Remote, Shared};
+use crate::remote::Remote;
 use crate::slab::GenSlab;
 use crate::sys::{Cqe, Driver};
 
 pub(crate) use lent::Lent;
+pub(crate) use reg::RegSlot;
 
 /// The longest back-off before re-arming a failed wake read: 2^6 = 64 ms.
 pub(crate) const WAKE_BACKOFF_MAX_SHIFT: u32 = 6;
@@ -72,39 +75,6 @@ pub(crate) struct Core {
     /// a failure (never at once: a read that fails every time would spin).
     pub(crate) wake_failures: u32,
     pub(crate) wake_retry_at: Option<Instant>,
-}
-
-/// One registration's reactor-side state.
-pub(crate) struct RegSlot {
-    /// Completion packets waiting for a drain, oldest first, at most
-    /// `queue_cap` of them. Signals (readiness edges, remote raises) do not
-    /// queue: they fold into `local_signal` and the shared counted signal
-    /// and become one packet at drain time; user packets wait in `shared`.
-    pub(crate) queue: PacketQueue,
-    /// Completions the full queue refused. Nothing is lost: they are kept
-    /// here, and the data-bearing multishot op that produced them pauses
-    /// until the next drain (back pressure). Empty in steady state.
-    pub(crate) overflow: Vec<Packet>,
-    pub(crate) waker: Option<Waker>,
-    pub(crate) trigger: Signals,
-    /// Readiness edges folded in on this thread, packed as a CountedSignal.
-    pub(crate) local_signal: u64,
-    pub(crate) shared: Option<Arc<Shared>>,
-    /// Operations this registration owns (in flight, paused, done, or
-    /// cancelled by hand and awaiting their final completion). Each op's
-    /// `reg_index` is its position here.
-    pub(crate) ops: Vec<OpId>,
-    pub(crate) fd: Option<RawFd>,
-    /// What the last drain handed over in its packets (accepted fds,
-    /// provided buffers) and nobody has taken yet: freed at the next drain,
-    /// or when the registration drops.
-    pub(crate) lent: Vec<Lent>,
-    /// Provided buffers delivered to this registration and not yet handed
-    /// back; at `buf_cap` its data-bearing multishot ops pause.
-    pub(crate) bufs_held: u32,
-    /// Whether a packet queued since the last drain may carry an fd or a
-    /// buffer: only then does the drain look for what to lend.
-    pub(crate) may_lend: bool,
 }
 
 /// An operation's life: submitted and in flight, then done (holding
@@ -186,58 +156,23 @@ impl Core {
     }
 
     pub(crate) fn insert_reg(&mut self, trigger: Signals, fd: Option<RawFd>) -> Token {
-        let slot = RegSlot {
-            queue: PacketQueue::with_cap(self.config.queue_cap),
-            overflow: Vec::new(),
-            waker: None,
-            trigger,
-            local_signal: 0,
-            shared: None,
-            ops: Vec::new(),
-            fd,
-            lent: Vec::new(),
-            bufs_held: 0,
-            may_lend: false,
-        };
+        let slot = RegSlot::new(trigger, fd);
         // 2^32 live registrations cannot fit in memory first.
         self.regs.insert(slot).expect("registration slab exhausted")
-    }
-}
-
-impl RegSlot {
-    /// Queues `packet`, or keeps it in the overflow list when the queue is
-    /// full. Returns whether it overflowed.
-    #[inline]
-    pub(crate) fn enqueue(&mut self, packet: Packet) -> bool {
-        match self.queue.push(packet) {
-            Ok(_) => false,
-            Err(packet) => {
-                self.overflow.push(packet);
-                true
-            }
-        }
-    }
-
-    pub(crate) fn has_packets(&self) -> bool {
-        !self.queue.is_empty()
-            || !self.overflow.is_empty()
-            || self.local_signal != 0
-            || self
-                .shared
-                .as_ref()
-                .is_some_and(|s| s.signal.peek() != (Signals::NONE, Count::ZERO) || s.has_user())
     }
 }
 
 /// Takes op `token` (at `index`) out of registration `reg`'s list, in O(1):
 /// the last op moves into its place and learns its new index.
 pub(crate) fn unlink(ops: &mut GenSlab<OpSlot>, reg: &mut RegSlot, token: OpId, index: usize) {
-    if reg.ops.get(index) != Some(&token) {
+    let Some(list) =
+        reg.cold_opt_mut().map(|c| &mut c.ops).filter(|l| l.get(index) == Some(&token))
+    else {
         debug_assert!(false, "op {token:?} is not at {index} in its registration's list");
         return;
-    }
-    reg.ops.swap_remove(index);
-    if let Some(&moved) = reg.ops.get(index) {
+    };
+    list.swap_remove(index);
+    if let Some(&moved) = list.get(index) {
         if let Some(m) = ops.get_mut(moved) {
             m.reg_index = index;
         }

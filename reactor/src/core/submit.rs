@@ -30,7 +30,7 @@ impl Core {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "unknown buffer group"));
             }
         }
-        let reg_index = slot.ops.len();
+        let reg_index = slot.cold().map_or(0, |c| c.ops.len());
         // The slot is filled in place, field by field. Built whole and moved
         // in, the OpSlot was staged on the stack and copied out with loads
         // wider than the stores that built it, which defeats store-to-load
@@ -43,7 +43,7 @@ impl Core {
         op.reg_index = reg_index;
         // The vacant slot's kind is a Nop, which owns nothing: skip its drop.
         std::mem::forget(std::mem::replace(&mut op.kind, kind));
-        slot.ops.push(token);
+        slot.cold_mut().ops.push(token);
         // SAFETY: the op's resources live in its slab slot until its final
         // completion: deregistration and cancellation only mark it
         // Cancelled, and Drop waits for every op the kernel holds.
@@ -104,12 +104,12 @@ impl Core {
     fn may_rearm(&mut self, token: OpId) -> Option<bool> {
         let op = self.ops.get(token).filter(|op| op.state == OpState::Paused)?;
         let reg = self.regs.get(op.reg)?;
-        if reg.queue.is_full() || !reg.overflow.is_empty() {
+        if reg.is_full(self.config.queue_cap) {
             return Some(false);
         }
         if let Some(group) = op.kind.buf_group() {
             return Some(
-                reg.bufs_held < self.config.buf_cap
+                reg.bufs_held() < self.config.buf_cap
                     && self.driver.buf_ring(group.0).is_some_and(|r| r.available > 0),
             );
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tally_packets::{CompletionPacket, Packet, PacketList, Token};
 
 use super::lent::{Lent, free_lent, lend, reclaim, reclaim_packet};
+use super::reg::Cold;
 use super::{Core, OpSlot, OpState, RegSlot, unlink};
 use crate::config::WAKE_TOKEN;
 use crate::op::{Cancel, OpId, OpKind};
@@ -66,16 +67,21 @@ impl Core {
             false
         };
         r.queue.retain(&mut keep);
-        r.overflow.retain(|p| keep(p));
-        lend(&mut r.lent, &out[before..]);
+        if let Some(cold) = r.cold_opt_mut() {
+            cold.overflow.retain(|p| keep(p));
+        }
+        if out.len() > before {
+            lend(&mut r.cold_mut().lent, &out[before..]);
+        }
     }
 
     /// Takes the fd that accept completion `c`, lent to `reg` by its last
     /// drain, carries.
     pub(crate) fn take_fd(&mut self, reg: Token, c: &CompletionPacket) -> Option<OwnedFd> {
         let r = self.regs.get_mut(reg).filter(|_| c.result >= 0)?;
-        let i = r.lent.iter().position(|l| *l == Lent::Fd(c.result))?;
-        r.lent.swap_remove(i);
+        let lent = &mut r.cold_opt_mut()?.lent;
+        let i = lent.iter().position(|l| *l == Lent::Fd(c.result))?;
+        lent.swap_remove(i);
         // SAFETY: the fd is a fresh one from an accept completion that the
         // reactor lent to `reg` and nobody took; removing it from the lent
         // list makes this its only owner.
@@ -103,7 +109,21 @@ impl Core {
     /// queued packets, and closes its remote handles.
     pub(crate) fn deregister(&mut self, token: Token) -> Garbage {
         let Some(mut slot) = self.regs.remove(token) else { return Garbage::default() };
-        for op in slot.ops.drain(..) {
+        for packet in slot.queue.as_slice() {
+            if reclaim_packet(&mut self.driver, packet) {
+                self.counters.reclaimed += 1;
+            }
+        }
+        if let Some(cold) = slot.cold_opt_mut() {
+            self.deregister_cold(token, cold);
+        }
+        Garbage { _waker: slot.waker.take(), _slot: Some(slot) }
+    }
+
+    /// The cold half of `deregister`: ops, overflow, lent resources,
+    /// remote handles and the fd's owner entry.
+    fn deregister_cold(&mut self, token: Token, cold: &mut Cold) {
+        for op in cold.ops.drain(..) {
             let Some(o) = self.ops.get_mut(op) else { continue };
             match o.state {
                 OpState::InFlight | OpState::Stopping => {
@@ -116,23 +136,22 @@ impl Core {
                 OpState::Cancelled => {}
             }
         }
-        for packet in slot.queue.iter().chain(&slot.overflow) {
+        for packet in &cold.overflow {
             if reclaim_packet(&mut self.driver, packet) {
                 self.counters.reclaimed += 1;
             }
         }
-        let _ = free_lent(&mut self.driver, &mut slot.lent, &mut self.counters.reclaimed);
-        if let Some(shared) = &slot.shared {
+        let _ = free_lent(&mut self.driver, &mut cold.lent, &mut self.counters.reclaimed);
+        if let Some(shared) = &cold.shared {
             shared.close();
         }
-        if let Some(fd) = slot.fd {
+        if let Some(fd) = cold.fd {
             if let Some(owner) = self.fd_owner.get_mut(fd as usize) {
                 if *owner == Some(token) {
                     *owner = None;
                 }
             }
         }
-        Garbage { _waker: slot.waker.take(), _slot: Some(slot) }
     }
 
     /// Cancels everything the kernel holds and waits (bounded) for the
