@@ -73,6 +73,35 @@ where
 pub(crate) struct Heartbeat {
     pub(crate) cranks: std::sync::atomic::AtomicU64,
     pub(crate) parked: std::sync::atomic::AtomicBool,
+    /// What is being polled: a spawned task's slot index + 1, or
+    /// [`Heartbeat::MAIN`] for `block_on`'s future; 0 between polls.
+    pub(crate) running: std::sync::atomic::AtomicU64,
+}
+
+impl Heartbeat {
+    /// `running` while `block_on`'s own future is polled.
+    pub(crate) const MAIN: u64 = u64::MAX;
+}
+
+/// Publishes what is being polled in a [`Heartbeat`], until dropped (a
+/// panicking poll included).
+struct Polling<'a>(Option<&'a Heartbeat>);
+
+impl<'a> Polling<'a> {
+    fn new(heartbeat: Option<&'a Heartbeat>, what: u64) -> Polling<'a> {
+        if let Some(hb) = heartbeat {
+            hb.running.store(what, Ordering::Relaxed);
+        }
+        Polling(heartbeat)
+    }
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        if let Some(hb) = self.0 {
+            hb.running.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The crank of one [`LocalReactor`], around the [`Core`] its tasks,
@@ -111,7 +140,11 @@ impl Executor {
     /// slab if it ended.
     fn run_task(&self, id: TaskId) {
         let Some(task) = self.core.task(id) else { return };
-        if task.run() {
+        let ran = {
+            let _polling = Polling::new(self.heartbeat.as_deref(), u64::from(id.index) + 1);
+            task.run()
+        };
+        if ran {
             // Dropped here, outside the slab's borrow.
             let ended = self.core.remove_task(id);
             drop(ended);
@@ -210,9 +243,11 @@ impl Executor {
         let may_block = !self.core.clock.is_fake();
         loop {
             if main.scheduled.swap(false, Ordering::AcqRel) {
+                let polling = Polling::new(self.heartbeat.as_deref(), Heartbeat::MAIN);
                 if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
                     return out;
                 }
+                drop(polling);
             }
             self.crank(&main_ready, may_block);
         }

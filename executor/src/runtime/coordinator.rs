@@ -10,7 +10,8 @@
 //! worker whose count has not moved for the threshold while it was not
 //! parked (a task, or a spawn's closure, is blocking its thread) is
 //! reported as stalled, once per stall, with a line on stderr naming the
-//! worker and how long it has been stuck, and counted in [`WorkerStats`].
+//! worker, how long it has been stuck and what it was polling (a task's
+//! slot, or its own loop), and counted in [`WorkerStats`].
 //! An idle worker is parked, so it is never reported.
 //!
 //! # Signals
@@ -189,9 +190,14 @@ fn sample(shared: &Shared, seen: &mut [Seen], threshold: Duration) {
         if !s.reported {
             s.reported = true;
             w.stalls.count.fetch_add(1, Ordering::Relaxed);
+            let running = match w.heartbeat.running.load(Ordering::Relaxed) {
+                0 => "between polls".to_string(),
+                Heartbeat::MAIN => "in its own loop (a spawn closure, or block_on's future)".into(),
+                slot => format!("polling the task in slot {}", slot - 1),
+            };
             eprintln!(
-                "tally: worker {i} stalled: no crank for {stuck:?} while not parked (a task or a \
-                 spawn closure is blocking its thread); cranks stuck at {cranks}"
+                "tally: worker {i} stalled: no crank for {stuck:?} while not parked, {running} \
+                 (a blocking call?); cranks stuck at {cranks}"
             );
         }
     }
