@@ -24,12 +24,12 @@
 //! sees all of them. The CPU per message is the bench process's CPU time
 //! (`CLOCK_PROCESS_CPUTIME_ID`, every server thread; the client is another
 //! process) from the last accept on any worker to the first close
-//! ([`Steady::process`]). How the connections split between the workers is
+//! (`Steady::process`). How the connections split between the workers is
 //! recorded per run ([`Splits`]) and shown under the table; tokio's one
 //! listener and work stealing have no split.
 //!
 //! A server stops when its last connection closes. On tally and tokio that
-//! connection's task fires every accept loop's stop signal ([`Done`]). A
+//! connection's task fires every accept loop's stop signal (`Done`). A
 //! monoio runtime built without its `sync` feature (not a dependency here)
 //! is not woken from another thread, so each monoio worker stops itself
 //! when its own last connection closes after all [`CONNS`] were accepted
