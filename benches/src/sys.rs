@@ -2,7 +2,7 @@
 //! thread CPU time, the fd limit, and what the machine is.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// Turns a `-1` return into the thread's `errno` as an [`io::Error`].
@@ -58,6 +58,67 @@ pub fn thread_cpu_time() -> Duration {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time the whole process has used, all its threads
+/// (`CLOCK_PROCESS_CPUTIME_ID`).
+pub fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if ret != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A close-on-exec TCP listener on `addr` with `SO_REUSEPORT` set before
+/// `bind`, listening with `backlog`: several of them on one address share
+/// its connections, the kernel hashing each to one listener.
+///
+/// # Errors
+///
+/// Any `socket(2)`, `setsockopt(2)`, `bind(2)` or `listen(2)` error
+/// (`EADDRINUSE` when `addr` is taken by a socket without `SO_REUSEPORT`).
+pub fn reuseport_listener(
+    addr: std::net::SocketAddrV4,
+    backlog: i32,
+) -> io::Result<std::net::TcpListener> {
+    // SAFETY: socket takes no pointers.
+    let fd =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket and is owned by nobody else;
+    // the `OwnedFd` closes it on every error path below.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid c_int for the duration of the call, and its
+    // size is passed alongside.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sin` is a valid sockaddr_in for the duration of the call,
+    // and its size is passed alongside.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    set_backlog(fd.as_raw_fd(), backlog)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 /// Raises the soft `RLIMIT_NOFILE` as far as it goes (first lifting the hard

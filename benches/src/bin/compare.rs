@@ -11,8 +11,9 @@
 //! * `--quick`: smaller counts and 3 repetitions (under two minutes on two
 //!   cores); without it, full counts and 7 repetitions (under fifteen).
 //! * `--only`: a comma-separated list of workloads (`W0` … `W6`, `W3M` for
-//!   W3-many, 64 pingpong pairs at once, and `mem` for bytes per
-//!   registration). `W5` runs its three patterns: `churn (fd-less)`,
+//!   W3-many, 64 pingpong pairs at once, `W4MT` for W4 echo 2-workers,
+//!   every server on two threads, and `mem` for bytes per registration).
+//!   `W4` does not include `W4MT`. `W5` runs its three patterns: `churn (fd-less)`,
 //!   `churn-random` and `churn-fd`.
 //! * `--engines`: run only these engines (`tally,tally-epoll,tally-reactor,
 //!   mio,tokio,monoio,io-uring`), for profiling one side.
@@ -35,7 +36,8 @@ use tally_benches::plot;
 use tally_benches::report::{Report, WorkloadResult, pairwise, utc_date};
 use tally_benches::sys::{self, Machine};
 use tally_benches::workloads::{
-    Config, churn, echo, fan_in, footprint, nop, pingpong, pingpong_many, signal_flood, timers,
+    Config, churn, echo, echo_mt, fan_in, footprint, nop, pingpong, pingpong_many, signal_flood,
+    timers,
 };
 
 #[global_allocator]
@@ -51,8 +53,7 @@ struct Args {
     plot: Option<PathBuf>,
 }
 
-const USAGE: &str =
-    "usage: compare [--quick] [--only W0,W1,...,W6,W3M,mem] [--json PATH] [--plot PATH.svg]";
+const USAGE: &str = "usage: compare [--quick] [--only W0,W1,...,W6,W3M,W4MT,mem] [--engines tally,...] [--json PATH] [--plot PATH.svg]";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut out = Args::default();
@@ -206,6 +207,14 @@ fn run(args: &Args) -> std::io::Result<()> {
             workloads.push(WorkloadResult::summarize(m, &name, "msgs/cpu-s", cpu_throughput));
         }
     }
+    if args.wants("W4MT") {
+        let splits = echo_mt::Splits::default();
+        let m = bench.measure(echo_mt::spec(cfg, &splits));
+        record(&m, &mut workloads);
+        let name = format!("{} server-cpu", m.name);
+        workloads.push(WorkloadResult::summarize(&m, &name, "msgs/cpu-s", cpu_throughput));
+        bench.notes.extend(splits.note(&m.name));
+    }
     if args.wants("W5") {
         for pattern in [churn::Pattern::Fresh, churn::Pattern::Random, churn::Pattern::Fd] {
             let (specs, missing) = churn::specs(cfg, pattern);
@@ -320,5 +329,14 @@ mod tests {
         assert!(args.wants("W3M"));
         assert!(args.wants("W5"));
         assert!(!args.wants("W3"));
+    }
+
+    #[test]
+    fn only_w4mt_selects_w4_two_workers_alone() {
+        let args = parse(["--only", "w4mt"].into_iter().map(String::from)).unwrap();
+        assert!(args.wants("W4MT"));
+        assert!(!args.wants("W4"));
+        let args = parse(["--only", "W4"].into_iter().map(String::from)).unwrap();
+        assert!(!args.wants("W4MT"));
     }
 }

@@ -39,7 +39,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -54,9 +54,9 @@ use crate::sys;
 /// Client connections.
 pub const CONNS: usize = 256;
 /// The servers' read size.
-const READ_SIZE: usize = 4096;
+pub(crate) const READ_SIZE: usize = 4096;
 /// A server gives up on a run after this long.
-const DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The W4 spec. The count is messages: [`CONNS`] × messages per connection.
 pub fn spec(cfg: Config) -> Spec {
@@ -82,37 +82,65 @@ pub fn spec(cfg: Config) -> Spec {
     }
 }
 
-/// Allocation counts and the server thread's CPU time at the start and end
-/// of a server's steady state: from the last accept to the first close.
-/// Every server runs on the thread that calls it, so both marks are taken
-/// on that thread.
+/// Allocation counts and the server's CPU time at the start and end of a
+/// server's steady state: from the last accept to the first close.
+///
+/// A one-thread server runs on the thread that calls it, and its marks
+/// read that thread's CPU clock ([`Steady::default`]). A server on several
+/// threads ([`echo_mt`](super::echo_mt)) reads the process's CPU clock
+/// ([`Steady::process`]): the client is another process, so the bench
+/// process's CPU time is its server threads' (the calling thread waits
+/// idle), and either mark may be taken on any of them.
 #[derive(Debug, Default)]
 pub(crate) struct Steady {
     begin: AtomicU64,
     end: AtomicU64,
     begin_cpu_ns: AtomicU64,
     end_cpu_ns: AtomicU64,
-}
-
-fn cpu_ns() -> u64 {
-    sys::thread_cpu_time().as_nanos() as u64
+    /// Connections accepted so far, for [`Steady::accepted`].
+    accepts: AtomicUsize,
+    /// Whether the marks read the process's CPU clock.
+    process: bool,
 }
 
 impl Steady {
-    fn begin(&self) {
-        self.begin.store(alloc::allocations(), Ordering::Relaxed);
-        self.begin_cpu_ns.store(cpu_ns(), Ordering::Relaxed);
+    /// Marks that read the process's CPU clock (`CLOCK_PROCESS_CPUTIME_ID`).
+    pub(crate) fn process() -> Steady {
+        Steady { process: true, ..Steady::default() }
     }
 
-    fn end(&self) {
+    fn cpu_ns(&self) -> u64 {
+        let t = if self.process { sys::process_cpu_time() } else { sys::thread_cpu_time() };
+        t.as_nanos() as u64
+    }
+
+    pub(crate) fn begin(&self) {
+        self.begin.store(alloc::allocations(), Ordering::Relaxed);
+        self.begin_cpu_ns.store(self.cpu_ns(), Ordering::Relaxed);
+    }
+
+    /// Counts one accepted connection, from any thread; the [`CONNS`]th
+    /// begins the steady state.
+    pub(crate) fn accepted(&self) {
+        if self.accepts.fetch_add(1, Ordering::Relaxed) + 1 == CONNS {
+            self.begin();
+        }
+    }
+
+    /// Whether all [`CONNS`] connections have been accepted.
+    pub(crate) fn all_accepted(&self) -> bool {
+        self.accepts.load(Ordering::Relaxed) >= CONNS
+    }
+
+    pub(crate) fn end(&self) {
         let now = alloc::allocations();
         if self.end.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            self.end_cpu_ns.store(cpu_ns(), Ordering::Relaxed);
+            self.end_cpu_ns.store(self.cpu_ns(), Ordering::Relaxed);
         }
     }
 
     /// The server's CPU time in its steady state, if it got there.
-    fn cpu(&self) -> Option<Duration> {
+    pub(crate) fn cpu(&self) -> Option<Duration> {
         let begin = self.begin_cpu_ns.load(Ordering::Relaxed);
         let end = self.end_cpu_ns.load(Ordering::Relaxed);
         (begin > 0 && end > begin).then(|| Duration::from_nanos(end - begin))
@@ -133,17 +161,28 @@ pub(crate) type Server = fn(TcpListener, Arc<Steady>) -> io::Result<()>;
 /// Starts the client process against a fresh listener, runs `server` until
 /// every connection has closed, and reads the client's timing.
 pub(crate) fn with_client(messages: u64, server: Server) -> io::Result<Run> {
-    let per_conn = (messages / CONNS as u64).max(1);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     sys::set_backlog(listener.as_raw_fd(), 1024)?;
-    let addr = listener.local_addr()?;
+    let steady = Arc::new(Steady::default());
+    with_client_on(messages, listener.local_addr()?, steady.clone(), || server(listener, steady))
+}
+
+/// Starts the client process against `addr`, where the server's listeners
+/// already listen, runs `serve` until every connection has closed, and
+/// reads the client's timing; `steady` is the marks `serve` takes.
+pub(crate) fn with_client_on(
+    messages: u64,
+    addr: std::net::SocketAddr,
+    steady: Arc<Steady>,
+    serve: impl FnOnce() -> io::Result<()>,
+) -> io::Result<Run> {
+    let per_conn = (messages / CONNS as u64).max(1);
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--echo-client", &addr.to_string(), &CONNS.to_string(), &per_conn.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()?;
-    let steady = Arc::new(Steady::default());
-    let served = server(listener, steady.clone());
+    let served = serve();
     if served.is_err() {
         let _ = child.kill();
     }
@@ -161,7 +200,7 @@ pub(crate) fn with_client(messages: u64, server: Server) -> io::Result<Run> {
     Ok(Run { events, elapsed, allocs: steady.allocs(), cpu: steady.cpu() })
 }
 
-fn timed_out() -> io::Error {
+pub(crate) fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "echo server: run did not finish in time")
 }
 

@@ -10,6 +10,7 @@
 //! | [`pingpong`] | W3 `pingpong` | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
 //! | [`pingpong_many`] | W3-many (`--only W3M`): 64 pairs at once | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
 //! | [`echo`] | W4 `echo` | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
+//! | [`echo_mt`] | W4 `echo 2-workers` (`--only W4MT`): every server on 2 threads | tally (`Runtime`, 2 workers), tokio (`multi_thread`, 2 workers), monoio (a runtime per thread) |
 //! | [`churn`] | W5 `churn (fd-less)`, `churn-random` | tally, mio, tokio |
 //! | [`churn`] | W5 `churn-fd` | tally, tally-epoll, mio, tokio |
 //! | [`timers`] | W6 `timers` | tally, tally-epoll, mio, tokio |
@@ -23,6 +24,7 @@
 
 pub mod churn;
 pub mod echo;
+pub mod echo_mt;
 pub mod fan_in;
 pub mod footprint;
 pub mod nop;
