@@ -413,21 +413,11 @@ pub(crate) fn tokio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()
         let serve = async {
             let mut tasks = Vec::with_capacity(CONNS);
             for _ in 0..CONNS {
-                let (mut stream, _) = listener.accept().await?;
+                let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
                 let steady = steady.clone();
                 tasks.push(tokio::spawn(async move {
-                    let mut buf = [0u8; READ_SIZE];
-                    loop {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => {
-                                if stream.write_all(&buf[..k]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                    tokio_conn(stream).await;
                     steady.end();
                 }));
             }
@@ -442,8 +432,6 @@ pub(crate) fn tokio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()
 }
 
 fn monoio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
-    use monoio::buf::IoBuf as _;
-    use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
     let mut rt = monoio_runtime()?;
     rt.block_on(async {
         listener.set_nonblocking(true)?;
@@ -451,23 +439,11 @@ fn monoio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
         let serve = async {
             let mut tasks = Vec::with_capacity(CONNS);
             for _ in 0..CONNS {
-                let (mut stream, _) = listener.accept().await?;
+                let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
                 let steady = steady.clone();
                 tasks.push(monoio::spawn(async move {
-                    let mut buf: Box<[u8]> = vec![0u8; READ_SIZE].into_boxed_slice();
-                    loop {
-                        let (r, back) = stream.read(buf).await;
-                        let k = match r {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => k,
-                        };
-                        let (r, back) = stream.write_all(back.slice(..k)).await;
-                        buf = back.into_inner();
-                        if r.is_err() {
-                            break;
-                        }
-                    }
+                    monoio_conn(stream).await;
                     steady.end();
                 }));
             }
@@ -482,7 +458,6 @@ fn monoio(listener: TcpListener, steady: Arc<Steady>) -> io::Result<()> {
 }
 
 fn tally_executor(listener: TcpListener, steady: Arc<Steady>, backend: Backend) -> io::Result<()> {
-    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
     let rt = tally_executor_on(backend)?;
     rt.block_on(async {
         listener.set_nonblocking(true)?;
@@ -490,21 +465,11 @@ fn tally_executor(listener: TcpListener, steady: Arc<Steady>, backend: Backend) 
         let serve = async {
             let mut tasks = Vec::with_capacity(CONNS);
             for _ in 0..CONNS {
-                let (mut stream, _) = listener.accept().await?;
+                let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
                 let steady = steady.clone();
                 tasks.push(tally::spawn(async move {
-                    let mut buf = [0u8; READ_SIZE];
-                    loop {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => {
-                                if stream.write_all(&buf[..k]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                    tally_conn(stream).await;
                     steady.end();
                 }));
             }
@@ -516,4 +481,57 @@ fn tally_executor(listener: TcpListener, steady: Arc<Steady>, backend: Backend) 
         };
         tally::time::timeout(DEADLINE, serve).await.map_err(|_| timed_out())?
     })
+}
+
+/// W4's connection loop, as every server below runs it on its engine: read
+/// into [`READ_SIZE`] bytes, write back what came, until EOF or an error.
+pub(crate) async fn tally_conn(mut stream: tally::net::TcpStream) {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = [0u8; READ_SIZE];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => {
+                if stream.write_all(&buf[..k]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// [`tally_conn`] on tokio.
+pub(crate) async fn tokio_conn(mut stream: tokio::net::TcpStream) {
+    let mut buf = [0u8; READ_SIZE];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => {
+                if stream.write_all(&buf[..k]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// [`tally_conn`] on monoio, with monoio's owned buffers: one boxed buffer
+/// per connection goes out with each operation and comes back with its
+/// result.
+pub(crate) async fn monoio_conn(mut stream: monoio::net::TcpStream) {
+    use monoio::buf::IoBuf as _;
+    use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
+    let mut buf: Box<[u8]> = vec![0u8; READ_SIZE].into_boxed_slice();
+    loop {
+        let (r, back) = stream.read(buf).await;
+        let k = match r {
+            Ok(0) | Err(_) => break,
+            Ok(k) => k,
+        };
+        let (r, back) = stream.write_all(back.slice(..k)).await;
+        buf = back.into_inner();
+        if r.is_err() {
+            break;
+        }
+    }
 }

@@ -51,7 +51,9 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use futures::future::{Either, select};
 
-use super::echo::{CONNS, DEADLINE, READ_SIZE, Steady, timed_out, with_client_on};
+use super::echo::{
+    CONNS, DEADLINE, Steady, monoio_conn, tally_conn, timed_out, tokio_conn, with_client_on,
+};
 use super::{Config, monoio_runtime};
 use crate::harness::{Case, Engine, Run, Spec};
 use crate::sys;
@@ -192,7 +194,6 @@ fn tally(
     steady: Arc<Steady>,
     counts: &[AtomicUsize],
 ) -> io::Result<()> {
-    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
     let rt = tally::Runtime::builder().workers(listeners.len()).signals(&[]).build()?;
     let (done, stops) = Done::new(listeners.len());
     let handle = rt.handle();
@@ -205,23 +206,13 @@ fn tally(
             let mut accepted = 0;
             let accept = async {
                 loop {
-                    let (mut stream, _) = listener.accept().await?;
+                    let (stream, _) = listener.accept().await?;
                     stream.set_nodelay(true)?;
                     accepted += 1;
                     steady.accepted();
                     let (steady, done) = (steady.clone(), done.clone());
                     drop(tally::spawn(async move {
-                        let mut buf = [0u8; READ_SIZE];
-                        loop {
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(k) => {
-                                    if stream.write_all(&buf[..k]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
+                        tally_conn(stream).await;
                         done.close(&steady);
                     }));
                 }
@@ -246,7 +237,6 @@ fn tally(
 }
 
 fn tokio(listeners: Vec<TcpListener>, steady: Arc<Steady>, _: &[AtomicUsize]) -> io::Result<()> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(WORKERS).enable_all().build()?;
     let (done, mut stops) = Done::new(1);
@@ -258,22 +248,12 @@ fn tokio(listeners: Vec<TcpListener>, steady: Arc<Steady>, _: &[AtomicUsize]) ->
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let accept = async {
             loop {
-                let (mut stream, _) = listener.accept().await?;
+                let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
                 steady.accepted();
                 let (steady, done) = (steady.clone(), done.clone());
                 tokio::spawn(async move {
-                    let mut buf = [0u8; READ_SIZE];
-                    loop {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => {
-                                if stream.write_all(&buf[..k]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                    tokio_conn(stream).await;
                     done.close(&steady);
                 });
             }
@@ -311,8 +291,6 @@ fn monoio_worker(
     steady: &Arc<Steady>,
     count: &AtomicUsize,
 ) -> io::Result<()> {
-    use monoio::buf::IoBuf as _;
-    use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
     let mut rt = monoio_runtime()?;
     rt.block_on(async {
         listener.set_nonblocking(true)?;
@@ -324,26 +302,14 @@ fn monoio_worker(
         let open = Rc::new(Cell::new(0usize));
         let accept = async {
             loop {
-                let (mut stream, _) = listener.accept().await?;
+                let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
                 count.fetch_add(1, Ordering::Relaxed);
                 open.set(open.get() + 1);
                 steady.accepted();
                 let (steady, open, stop_tx) = (steady.clone(), open.clone(), stop_tx.clone());
                 drop(monoio::spawn(async move {
-                    let mut buf: Box<[u8]> = vec![0u8; READ_SIZE].into_boxed_slice();
-                    loop {
-                        let (r, back) = stream.read(buf).await;
-                        let k = match r {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => k,
-                        };
-                        let (r, back) = stream.write_all(back.slice(..k)).await;
-                        buf = back.into_inner();
-                        if r.is_err() {
-                            break;
-                        }
-                    }
+                    monoio_conn(stream).await;
                     steady.end();
                     open.set(open.get() - 1);
                     if open.get() == 0 && steady.all_accepted() {
