@@ -13,7 +13,9 @@
 //! * [`LocalReactor`]: a per-thread reactor plus a task executor, with
 //!   [`spawn`], [`LocalReactor::block_on`] and [`JoinHandle`];
 //! * [`time`]: sleeps, timeouts and intervals, one kernel timeout per crank;
-//! * [`net`]: TCP, UDP and Unix sockets with `futures-io` traits;
+//! * [`net`]: TCP, UDP and Unix sockets with `futures-io` traits (and, with
+//!   the `tokio-io` feature, tokio's `AsyncRead`/`AsyncWrite`, so tokio-util
+//!   codecs run on them);
 //! * [`signal`]: process signals as counted packets;
 //! * [`Runtime`]: a `LocalReactor` per worker thread, spawned onto from any
 //!   thread through a [`Handle`];

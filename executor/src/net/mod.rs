@@ -110,6 +110,54 @@ macro_rules! stream_traits {
                 self.get_mut().io.poll_close(cx)
             }
         }
+
+        /// With the `tokio-io` feature. A read copies from the received
+        /// chunk straight into the `ReadBuf`'s unfilled part (no zeroing
+        /// first): the one copy the futures-io read makes too.
+        #[cfg(feature = "tokio-io")]
+        impl tokio::io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                if buf.remaining() == 0 {
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                let io = &mut self.get_mut().io;
+                let chunk = std::task::ready!(io.poll_fill_buf(cx))?;
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                io.consume(n);
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+
+        /// With the `tokio-io` feature; `poll_shutdown` is `poll_close`.
+        #[cfg(feature = "tokio-io")]
+        impl tokio::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.get_mut().io.poll_write(cx, buf)
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.get_mut().io.poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.get_mut().io.poll_close(cx)
+            }
+        }
     };
 }
 use stream_traits;
