@@ -30,6 +30,7 @@ use std::task::Wake;
 
 use tally_reactor::{BufGroup, Reactor, RemoteWaker};
 
+use crate::blocking::{Pool, PoolConfig};
 use crate::sync::{AtomicBool, Mutex};
 use crate::timers::{Clock, Timers};
 
@@ -229,6 +230,9 @@ pub(crate) struct Core {
     /// The provided-buffer ring stream reads share, made on first use;
     /// `Some(None)` when the kernel has none to give.
     recv_group: Cell<Option<Option<BufGroup>>>,
+    /// The blocking pool, made on first use.
+    blocking: std::cell::OnceCell<Arc<Pool>>,
+    pub(crate) blocking_config: Cell<PoolConfig>,
 }
 
 impl Core {
@@ -251,6 +255,8 @@ impl Core {
             shared,
             running: Cell::new(false),
             recv_group: Cell::new(None),
+            blocking: std::cell::OnceCell::new(),
+            blocking_config: Cell::new(PoolConfig::default()),
         })
     }
 
@@ -283,6 +289,17 @@ impl Core {
         Some(tasks.remove(id.index as usize))
     }
 
+    /// This executor's blocking pool (see `blocking.rs`), made on first
+    /// use.
+    pub(crate) fn blocking_pool(&self) -> &Arc<Pool> {
+        self.blocking.get_or_init(|| Pool::new(self.blocking_config.get()))
+    }
+
+    /// The blocking pool's threads (0 before its first job).
+    pub(crate) fn blocking_threads(&self) -> usize {
+        self.blocking.get().map_or(0, |p| p.threads())
+    }
+
     /// The buffer group stream reads receive into: 1024 buffers of 4 KiB
     /// shared by every stream of this executor. `None` if the kernel lacks
     /// provided-buffer rings or multishot recv.
@@ -307,6 +324,9 @@ impl Drop for Core {
         let tasks: Vec<Arc<dyn Runnable>> = self.tasks.get_mut().drain().collect();
         for task in tasks {
             task.cancel();
+        }
+        if let Some(pool) = self.blocking.get() {
+            pool.close();
         }
     }
 }

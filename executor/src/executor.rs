@@ -284,6 +284,7 @@ pub struct Builder {
     reactor: tally_reactor::Builder,
     budget: usize,
     heartbeat: Option<Arc<Heartbeat>>,
+    blocking: crate::blocking::PoolConfig,
 }
 
 impl Default for Builder {
@@ -295,7 +296,12 @@ impl Default for Builder {
 impl Builder {
     /// Defaults: the reactor's defaults and a budget of 128 polls per crank.
     pub fn new() -> Builder {
-        Builder { reactor: tally_reactor::Builder::new(), budget: 128, heartbeat: None }
+        Builder {
+            reactor: tally_reactor::Builder::new(),
+            budget: 128,
+            heartbeat: None,
+            blocking: crate::blocking::PoolConfig::default(),
+        }
     }
 
     /// Submission queue entries of the ring.
@@ -330,7 +336,23 @@ impl Builder {
     /// As [`tally_reactor::Builder::build`].
     pub fn build(self) -> io::Result<LocalReactor> {
         let reactor = self.reactor.build()?;
-        Ok(LocalReactor { exec: Executor::new(reactor, self.budget, Clock::Real, self.heartbeat) })
+        let exec = Executor::new(reactor, self.budget, Clock::Real, self.heartbeat);
+        exec.core.blocking_config.set(self.blocking);
+        Ok(LocalReactor { exec })
+    }
+
+    /// Threads the blocking pool ([`task::spawn_blocking`](crate::task::spawn_blocking))
+    /// may run at once (default 64; at least 1). Jobs past it wait.
+    pub fn blocking_threads(mut self, max: usize) -> Builder {
+        self.blocking.max_threads = max.max(1);
+        self
+    }
+
+    /// How long an idle blocking-pool thread waits for a job before it
+    /// exits (default 10 s).
+    pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Builder {
+        self.blocking.keep_alive = keep_alive;
+        self
     }
 
     /// Publishes this executor's cranks to `heartbeat` (a runtime worker).
@@ -341,9 +363,9 @@ impl Builder {
 
     pub(crate) fn build_fake_clock(self) -> io::Result<LocalReactor> {
         let reactor = self.reactor.build()?;
-        Ok(LocalReactor {
-            exec: Executor::new(reactor, self.budget, Clock::fake(), self.heartbeat),
-        })
+        let exec = Executor::new(reactor, self.budget, Clock::fake(), self.heartbeat);
+        exec.core.blocking_config.set(self.blocking);
+        Ok(LocalReactor { exec })
     }
 }
 
@@ -425,6 +447,12 @@ impl LocalReactor {
     /// The reactor's metrics.
     pub fn metrics(&self) -> tally_reactor::Metrics {
         self.exec.core.reactor.metrics()
+    }
+
+    /// Threads in this executor's blocking pool now, busy or idle (0
+    /// before its first [`task::spawn_blocking`](crate::task::spawn_blocking)).
+    pub fn blocking_threads(&self) -> usize {
+        self.exec.core.blocking_threads()
     }
 
     /// Spawned tasks that have not ended yet (running, queued or waiting),

@@ -12,6 +12,7 @@
 //!
 //! * [`LocalReactor`]: a per-thread reactor plus a task executor, with
 //!   [`spawn`], [`LocalReactor::block_on`] and [`JoinHandle`];
+//! * [`task`]: [`task::spawn_blocking`], closures run on a pool of threads;
 //! * [`time`]: sleeps, timeouts and intervals, one kernel timeout per crank;
 //! * [`net`]: TCP, UDP and Unix sockets with `futures-io` traits (and, with
 //!   the `tokio-io` feature, tokio's `AsyncRead`/`AsyncWrite`, so tokio-util
@@ -49,6 +50,7 @@
 //! assert_eq!(seen, 10_000);
 //! ```
 
+mod blocking;
 mod context;
 mod executor;
 #[cfg(all(test, loom))]
@@ -58,7 +60,7 @@ pub mod runtime;
 pub mod signal;
 mod sync;
 mod sys;
-mod task;
+pub mod task;
 mod test_executor;
 pub mod time;
 mod timers;

@@ -1,18 +1,18 @@
-//! Tasks: the one allocation a spawned task lives in ([`Task`]), and its
-//! owner's end, [`JoinHandle`] with [`JoinError`].
+//! Tasks: the one allocation a spawned task lives in (`Task`), its
+//! owner's end, [`JoinHandle`] with [`JoinError`], and [`spawn_blocking`].
 //!
 //! A task is a single `Arc` made at spawn (the async-task layout): the
-//! waker state the executor's core defines ([`TaskWaker`]), the future and,
+//! waker state the executor's core defines (`TaskWaker`), the future and,
 //! once it finishes, its output, in one `RefCell`, and the handle's waker
-//! and flags. The executor's slab keeps the task as a [`Runnable`]; the
-//! handle keeps it as a [`Join`] of its output type; a `Waker` is the same
+//! and flags. The executor's slab keeps the task as a `Runnable`; the
+//! handle keeps it as a `Join` of its output type; a `Waker` is the same
 //! `Arc` again. Polling and waking allocate nothing.
 //!
 //! # Threads
 //!
 //! The future and its output need not be `Send`. A `Waker` is, so a task's
 //! allocation may be shared with, and freed by, another thread. This is
-//! sound because another thread only ever reaches the [`TaskWaker`] (atomics
+//! sound because another thread only ever reaches the `TaskWaker` (atomics
 //! and an `Arc`), and because the future and the output are always dropped
 //! on the executor's thread, before the last reference can be elsewhere:
 //!
@@ -30,11 +30,12 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use futures::channel::oneshot;
 use futures::task::{ArcWake, waker_ref};
 
 use crate::context::{Runnable, TaskWaker};
@@ -326,6 +327,45 @@ impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle").field("finished", &self.is_finished()).finish()
     }
+}
+
+/// Runs `f` on the blocking pool of the executor running on this thread,
+/// and returns a handle to its result: a task of this executor that waits
+/// for it. A panic in `f` is the handle's [`JoinError::Panicked`](crate::JoinError).
+///
+/// # Panics
+///
+/// Panics when called outside a running tally executor.
+///
+/// # Examples
+///
+/// ```
+/// let rt = tally::LocalReactor::new().unwrap();
+/// let n = rt.block_on(async {
+///     tally::task::spawn_blocking(|| std::fs::read_dir(".").unwrap().count()).await
+/// });
+/// assert!(n.unwrap() > 0);
+/// ```
+pub fn spawn_blocking<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    crate::context::current().blocking_pool().run(Box::new(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    }));
+    crate::spawn(async move {
+        match rx.await {
+            Ok(Ok(out)) => out,
+            // The job's own panic, re-raised in this task without running
+            // the panic hook again: its handle reports the message.
+            Ok(Err(payload)) => resume_unwind(payload),
+            Err(oneshot::Canceled) => {
+                resume_unwind(Box::new("the blocking pool dropped the job".to_string()))
+            }
+        }
+    })
 }
 
 #[cfg(test)]
