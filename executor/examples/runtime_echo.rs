@@ -21,16 +21,24 @@ use tally::net::{TcpListener, TcpStream};
 
 /// One worker's accept loop, on a listener of its own bound to `addr`;
 /// sends the bound address to `bound` first.
+/// It stops accepting when the runtime's shutdown starts; connections
+/// already open get the shutdown's grace to finish.
 async fn accept_loop(
     addr: SocketAddr,
     worker: usize,
     bound: mpsc::Sender<std::io::Result<SocketAddr>>,
+    runtime: tally::Handle,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind_reuseport(addr);
     let _ = bound.send(listener.as_ref().map_err(clone_err).and_then(TcpListener::local_addr));
     let listener = listener?;
+    let mut stop = std::pin::pin!(runtime.shutdown_requested());
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let accept = std::pin::pin!(listener.accept());
+        let (stream, peer) = match futures::future::select(accept, stop.as_mut()).await {
+            futures::future::Either::Left((accepted, _)) => accepted?,
+            futures::future::Either::Right(_) => return Ok(()),
+        };
         tally::spawn(async move {
             let _ = stream.set_nodelay(true);
             let (mut rd, mut wr) = stream.split();
@@ -69,7 +77,8 @@ fn main() -> std::io::Result<()> {
     // the port it got.
     for worker in 0..handle.workers() {
         let (bound_tx, bound) = mpsc::channel();
-        drop(handle.spawn_on(worker, move || accept_loop(local, worker, bound_tx))?);
+        let runtime = handle.clone();
+        drop(handle.spawn_on(worker, move || accept_loop(local, worker, bound_tx, runtime))?);
         local = bound.recv().map_err(std::io::Error::other)??;
     }
     println!("echo server on {local}, pid {}, workers on {:?}", std::process::id(), rt.backends());

@@ -570,3 +570,44 @@ fn reuseport_listeners_on_two_workers_share_the_connections() {
     assert!(per_worker.iter().all(|&n| n > 0), "the kernel spread them: {per_worker:?}");
     rt.shutdown(Duration::ZERO).unwrap();
 }
+
+#[test]
+fn an_accept_loop_that_selects_on_shutdown_requested_ends_the_shutdown_early() {
+    let _dog = Watchdog::new("shutdown_requested", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(2).signals(&[]).build().unwrap();
+    let handle = rt.handle();
+    let loops: Vec<_> = (0..2)
+        .map(|w| {
+            let h = handle.clone();
+            handle
+                .spawn_on(w, move || async move {
+                    let l = tally::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    let accept = std::pin::pin!(l.accept());
+                    let stop = std::pin::pin!(h.shutdown_requested());
+                    // Ends on the shutdown, not on a connection.
+                    matches!(
+                        futures::future::select(accept, stop).await,
+                        futures::future::Either::Right(_)
+                    )
+                })
+                .unwrap()
+        })
+        .collect();
+    // A waiter outside any worker too, on another thread.
+    let outside = {
+        let h = handle.clone();
+        std::thread::spawn(move || wait(h.shutdown_requested()))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let start = Instant::now();
+    rt.shutdown(Duration::from_secs(10)).unwrap();
+    let took = start.elapsed();
+    println!("shutdown took {took:?}");
+    assert!(took < Duration::from_secs(2), "the loops ended long before the 10 s grace: {took:?}");
+    for l in loops {
+        assert_eq!(wait(l), Ok(true));
+    }
+    outside.join().unwrap();
+    // Asked after the start: ready at once.
+    wait(handle.shutdown_requested());
+}

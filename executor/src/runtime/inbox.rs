@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -21,12 +22,20 @@ pub(super) struct Inbox {
     pub(super) shutdown: Mutex<Option<Instant>>,
     /// Raises the worker's control registration.
     pub(super) wake: Signaler,
+    /// Futures waiting for the shutdown to start (`Handle::shutdown_requested`).
+    waiters: Mutex<Vec<Waker>>,
 }
 
 impl Inbox {
     /// An empty inbox for at most `cap` jobs, whose worker `wake` raises.
     pub(super) fn new(wake: Signaler, cap: usize) -> Inbox {
-        Inbox { jobs: Mutex::new(VecDeque::new()), cap, shutdown: Mutex::new(None), wake }
+        Inbox {
+            jobs: Mutex::new(VecDeque::new()),
+            cap,
+            shutdown: Mutex::new(None),
+            wake,
+            waiters: Mutex::new(Vec::new()),
+        }
     }
 
     pub(super) fn push(&self, job: Job) -> io::Result<()> {
@@ -45,6 +54,21 @@ impl Inbox {
         self.kick()
     }
 
+    /// `Ready` once this inbox's shutdown has started; otherwise stores
+    /// the waker, which the shutdown wakes.
+    pub(super) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut waiters = self.waiters.lock();
+        // Under the waiters' lock: a shutdown that sets the deadline after
+        // this check takes the lock next, and finds the waker.
+        if self.shutdown.lock().is_some() {
+            return Poll::Ready(());
+        }
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     pub(super) fn kick(&self) -> io::Result<()> {
         self.wake.raise(Signals::user(0), 1).map(drop)
     }
@@ -61,6 +85,8 @@ pub(super) fn shut_down<'a>(inboxes: impl IntoIterator<Item = &'a Arc<Inbox>>, g
             drop(at);
             // A worker that is gone needs no kick.
             let _ = inbox.kick();
+            let waiters = std::mem::take(&mut *inbox.waiters.lock());
+            waiters.into_iter().for_each(Waker::wake);
         }
     }
 }

@@ -418,6 +418,16 @@ impl Handle {
         Ok(RemoteHandle { rx })
     }
 
+    /// Completes once the runtime's shutdown has started (by
+    /// [`shutdown`](Self::shutdown), a signal, or a failure), from any
+    /// thread or executor: an accept loop that selects on it stops taking
+    /// connections at once instead of holding the shutdown to its
+    /// deadline.
+    pub async fn shutdown_requested(&self) {
+        let inbox = &self.shared.inboxes[0];
+        std::future::poll_fn(|cx| inbox.poll_shutdown(cx)).await;
+    }
+
     /// Process signals relayed by the coordinator, received on the reactor
     /// of the executor running on this thread (a worker's task, or
     /// [`Runtime::block_on`]). Receiving `SIGINT` or `SIGTERM` turns off
