@@ -51,21 +51,20 @@ pub fn eventfd_take(fd: RawFd) -> io::Result<u64> {
 
 /// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
 pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let ret = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if ret != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    cpu_time(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// CPU time the whole process has used, all its threads
 /// (`CLOCK_PROCESS_CPUTIME_ID`).
 pub fn process_cpu_time() -> Duration {
+    cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// The time on CPU clock `clock`, or zero if it cannot be read.
+fn cpu_time(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec.
-    let ret = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    let ret = unsafe { libc::clock_gettime(clock, &mut ts) };
     if ret != 0 {
         return Duration::ZERO;
     }
@@ -102,21 +101,10 @@ pub fn reuseport_listener(
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     })?;
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: `sin` is a valid sockaddr_in for the duration of the call,
-    // and its size is passed alongside.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    })?;
+    let raw = tally_reactor::RawAddr::from(std::net::SocketAddr::V4(addr));
+    // SAFETY: `raw` holds a sockaddr of `raw.len()` bytes and outlives the
+    // call.
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), raw.as_ptr(), raw.len()) })?;
     set_backlog(fd.as_raw_fd(), backlog)?;
     Ok(std::net::TcpListener::from(fd))
 }
