@@ -528,3 +528,56 @@ fn connect_errors_are_reported() {
         std::fs::remove_file(&path).unwrap();
     });
 }
+
+#[test]
+fn connect_parses_addresses_in_place_and_looks_names_up_on_the_blocking_pool() {
+    let rt = LocalReactor::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&b).unwrap();
+        }
+    });
+    let round_trip = |mut s: TcpStream, byte: u8| async move {
+        s.write_all(&[byte]).await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(b, [byte]);
+    };
+    bounded(&rt, "connect by address and by name", async {
+        // An address string: parsed here, no thread.
+        let s = TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+        assert_eq!(rt.blocking_threads(), 0, "an address must not need a lookup");
+        round_trip(s, 1).await;
+        // A name: looked up on the pool.
+        let s = TcpStream::connect(("localhost", port)).await.unwrap();
+        assert!(rt.blocking_threads() >= 1, "a host name must be looked up on the pool");
+        round_trip(s, 2).await;
+    });
+    server.join().unwrap();
+}
+
+#[test]
+fn connect_tries_each_address_in_turn_and_reports_lookup_errors() {
+    let rt = LocalReactor::new().unwrap();
+    // A port nothing listens on: bind one, note it, close it.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap();
+    bounded(&rt, "connect fallbacks", async {
+        let err = TcpStream::connect(refused).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        let s = TcpStream::connect(&[refused, open][..]).await.unwrap();
+        assert_eq!(s.peer_addr().unwrap(), open);
+        let err = TcpStream::connect(&[][..]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        // Not "host:port": std's lookup rejects it, and so do we, with an
+        // error rather than a panic.
+        assert!(TcpStream::connect("no port here").await.is_err());
+    });
+    drop(listener);
+}

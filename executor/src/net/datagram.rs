@@ -181,14 +181,17 @@ impl UdpSocket {
         self.sock.connect(addr)
     }
 
-    /// Sends one datagram to `addr`.
+    /// Sends one datagram to `addr`, the first address it resolves to (a
+    /// host name is resolved on the blocking pool; pass a `SocketAddr` to
+    /// send without a lookup).
     ///
     /// # Errors
     ///
-    /// As `sendto(2)`.
-    pub async fn send_to(&self, buf: &[u8], addr: impl ToSocketAddrs) -> io::Result<usize> {
-        let addr = addr
-            .to_socket_addrs()?
+    /// The lookup's error, or as `sendto(2)`.
+    pub async fn send_to(&self, buf: &[u8], addr: impl super::ToSocketAddrs) -> io::Result<usize> {
+        let addr = super::addr::resolve(&addr)
+            .await?
+            .into_iter()
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
         self.ready.write(|| self.sock.send_to(buf, addr)).await

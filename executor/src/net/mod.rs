@@ -162,12 +162,14 @@ macro_rules! stream_traits {
 }
 use stream_traits;
 
+mod addr;
 mod datagram;
 mod stream;
 mod tcp;
 mod unix;
 mod waiters;
 
+pub use addr::ToSocketAddrs;
 pub use datagram::{UdpSocket, UnixDatagram};
 pub use tcp::{TcpListener, TcpStream};
 pub use unix::{UnixListener, UnixStream};

@@ -163,18 +163,22 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    /// Connects to `addr`, trying each resolved address in turn.
+    /// Connects to `addr`, trying each resolved address in turn, as std
+    /// does. A host name (`"localhost:8080"`, `("example.com", 443)`) is
+    /// resolved on the blocking pool, so a slow resolver stalls only this
+    /// task; an address is used as it is.
     ///
     /// # Errors
     ///
-    /// The last connect error, or `InvalidInput` if nothing resolved.
+    /// The lookup's error, the last connect error, or `InvalidInput` if
+    /// nothing resolved.
     ///
     /// # Panics
     ///
     /// Panics outside a running tally executor.
-    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+    pub async fn connect(addr: impl super::ToSocketAddrs) -> io::Result<TcpStream> {
         let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-        for addr in addr.to_socket_addrs()? {
+        for addr in super::addr::resolve(&addr).await? {
             let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
             let fd = match sys::socket(family, libc::SOCK_STREAM) {
                 Ok(fd) => fd,
