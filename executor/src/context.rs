@@ -130,14 +130,44 @@ fn next_generation(g: u32) -> u32 {
 pub(crate) struct Shared {
     pub(crate) executor_id: u64,
     /// Tasks woken from other threads, drained once per crank.
-    pub(crate) remote: Mutex<Vec<TaskId>>,
+    remote: Mutex<Vec<TaskId>>,
+    /// Set (Release) after a push to `remote`, before the reactor is woken;
+    /// lets a crank with nothing queued skip the lock.
+    remote_pending: AtomicBool,
     pub(crate) reactor: RemoteWaker,
 }
 
 impl Shared {
+    /// What other threads share with executor `executor_id`.
+    pub(crate) fn new(executor_id: u64, reactor: RemoteWaker) -> Shared {
+        Shared {
+            executor_id,
+            remote: Mutex::new(Vec::new()),
+            remote_pending: AtomicBool::new(false),
+            reactor,
+        }
+    }
+
+    /// Queues `id`, woken from another thread; the caller then wakes the
+    /// reactor.
+    fn push_remote(&self, id: TaskId) {
+        self.remote.lock().push(id);
+        self.remote_pending.store(true, Ordering::Release);
+    }
+
     /// Moves the tasks woken from other threads into `out` (which should be
     /// empty), leaving `out`'s old allocation in the queue for reuse.
+    ///
+    /// Skips the lock when no push was seen. A push whose flag this load
+    /// misses is followed by the pusher's reactor wake-up, so the next
+    /// turn does not block and the next crank's load sees the flag (the
+    /// reactor's Acquire of its own pending flag orders it). The flag is
+    /// cleared before the lock, so a push the swap misses sets it again.
     pub(crate) fn take_remote(&self, out: &mut Vec<TaskId>) {
+        if !self.remote_pending.load(Ordering::Acquire) {
+            return;
+        }
+        self.remote_pending.store(false, Ordering::Relaxed);
         std::mem::swap(&mut *self.remote.lock(), out);
     }
 }
@@ -179,7 +209,7 @@ impl TaskWaker {
             return;
         }
         if self.id != TaskId::MAIN {
-            self.shared.remote.lock().push(self.id);
+            self.shared.push_remote(self.id);
         }
         // A reactor that is gone has no tasks left to run.
         let _ = self.shared.reactor.wake();
@@ -239,11 +269,7 @@ impl Core {
     /// The core of a new executor on `reactor`, with its own id.
     pub(crate) fn new(reactor: Reactor, clock: Clock) -> Rc<Core> {
         let id = NEXT_EXECUTOR_ID.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(Shared {
-            executor_id: id,
-            remote: Mutex::new(Vec::new()),
-            reactor: reactor.remote_waker(),
-        });
+        let shared = Arc::new(Shared::new(id, reactor.remote_waker()));
         Rc::new(Core {
             id,
             reactor,

@@ -15,7 +15,6 @@ use loom::thread;
 use tally_reactor::ModelReactor;
 
 use crate::context::{Shared, TaskId, TaskWaker};
-use crate::sync::Mutex;
 
 const TASK: TaskId = TaskId { index: 0, generation: 1 };
 
@@ -30,11 +29,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 /// thread, so every wake takes the remote path, as a wake from another
 /// thread does.
 fn waker(reactor: &ModelReactor, scheduled: bool) -> Arc<TaskWaker> {
-    let shared = Arc::new(Shared {
-        executor_id: 1,
-        remote: Mutex::new(Vec::new()),
-        reactor: reactor.remote_waker(),
-    });
+    let shared = Arc::new(Shared::new(1, reactor.remote_waker()));
     Arc::new(TaskWaker::new(TASK, shared, scheduled))
 }
 

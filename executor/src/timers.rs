@@ -71,6 +71,12 @@ impl Timers {
         Timers { heap: BinaryHeap::new(), slots: Vec::new(), free: Vec::new(), live: 0 }
     }
 
+    /// Whether the heap holds no entry at all, live or stale: then nothing
+    /// can fire and the clock need not be read.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// How many timers are armed.
     pub(crate) fn len(&self) -> usize {
         self.live

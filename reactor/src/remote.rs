@@ -187,10 +187,21 @@ impl Remote {
     /// Moves the queued tokens into `out` (which should be empty), leaving
     /// `out`'s old allocation in the queue for reuse.
     ///
+    /// Nothing pending (the common crank) costs one load and no lock. The
+    /// load is Acquire, paired with `notify`'s Release: what a notifier
+    /// published before waking (the executor's own remote queue and its
+    /// flag) is visible to this thread from here on. A notifier whose
+    /// `pending = true` this load misses has pushed, or is about to; its
+    /// store then stands, so the next `prepare_sleep` refuses to block and
+    /// the next take sees it.
+    ///
     /// `pending` is cleared before the lock is taken: a notifier whose push
     /// this swap misses locked after it, so its `pending = true` lands after
     /// this clear and the next crank does not sleep.
     pub(crate) fn take(&self, out: &mut Vec<Token>) {
+        if !self.pending.load(Ordering::Acquire) {
+            return;
+        }
         self.pending.store(false, Ordering::Relaxed);
         std::mem::swap(&mut *self.queue.lock(), out);
     }
