@@ -49,6 +49,11 @@ pub enum Engine {
     /// to the executor-based tally case, and reported as a workload entry
     /// of its own ("… reactor-only") under the engine name `tally`.
     TallyReactor,
+    /// The `tally-reactor` case's code on a reactor built with
+    /// `Backend::Epoll`: reported in the "… reactor-only" entry as
+    /// `tally-epoll`, so that the reactor's own layer over epoll stands
+    /// against mio without the executor and stream types above it.
+    TallyReactorEpoll,
 }
 
 impl Engine {
@@ -74,6 +79,7 @@ impl Engine {
             Engine::Monoio => "monoio",
             Engine::IoUring => "io-uring",
             Engine::TallyReactor => "tally-reactor",
+            Engine::TallyReactorEpoll => "tally-reactor-epoll",
         }
     }
 }

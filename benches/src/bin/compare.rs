@@ -16,7 +16,7 @@
 //!   `W4` does not include `W4MT`. `W5` runs its three patterns: `churn (fd-less)`,
 //!   `churn-random` and `churn-fd`.
 //! * `--engines`: run only these engines (`tally,tally-epoll,tally-reactor,
-//!   mio,tokio,monoio,io-uring`), for profiling one side.
+//!   tally-reactor-epoll,mio,tokio,monoio,io-uring`), for profiling one side.
 //! * `--json PATH`: the results in the schema.
 //! * `--plot PATH.svg`: the ratios as a bar chart.
 //!
@@ -132,16 +132,22 @@ fn allocs_per_event(m: &Measured) -> Vec<(Engine, f64)> {
 
 /// Splits the hand-driven reactor runs (`Engine::TallyReactor`) off `m`
 /// into an entry of their own, `"<name> reactor-only"`, where they stand as
-/// `tally` next to the same peer runs. `tally-epoll` runs the executor, and
-/// `tokio-on-tally` is a tokio ratio, so both stay in the main entry only.
+/// `tally` next to the same peer runs, and the same code on epoll
+/// (`Engine::TallyReactorEpoll`) stands there as `tally-epoll`.
+/// `tally-epoll` runs the executor, and `tokio-on-tally` is a tokio ratio,
+/// so both stay in the main entry only.
 fn split_reactor(m: &Measured) -> (Measured, Option<Measured>) {
     let mut main = m.clone();
+    let raw_epoll = main.runs.remove(&Engine::TallyReactorEpoll);
     let Some(raw) = main.runs.remove(&Engine::TallyReactor) else { return (main, None) };
     let mut alone = main.clone();
     alone.name = format!("{} reactor-only", m.name);
     alone.runs.insert(Engine::Tally, raw);
     alone.runs.remove(&Engine::TallyEpoll);
     alone.runs.remove(&Engine::TokioOnTally);
+    if let Some(runs) = raw_epoll {
+        alone.runs.insert(Engine::TallyEpoll, runs);
+    }
     (main, Some(alone))
 }
 
@@ -321,6 +327,33 @@ mod tests {
         assert_eq!(alone.name, "W3 pingpong reactor-only");
         let alone_engines: Vec<Engine> = alone.runs.keys().copied().collect();
         assert_eq!(alone_engines, [Engine::Tally, Engine::Mio]);
+    }
+
+    #[test]
+    fn the_reactor_on_epoll_stands_as_tally_epoll_in_the_reactor_only_entry() {
+        let run = |events| Run { events, elapsed: Duration::from_secs(1), allocs: 0, cpu: None };
+        let m = Measured {
+            name: "W3 pingpong".into(),
+            unit: "msgs/s",
+            runs: [
+                (Engine::Tally, 1),
+                (Engine::TallyEpoll, 2),
+                (Engine::TallyReactor, 3),
+                (Engine::TallyReactorEpoll, 4),
+                (Engine::Mio, 5),
+            ]
+            .into_iter()
+            .map(|(e, n)| (e, vec![run(n)]))
+            .collect(),
+        };
+        let (main, alone) = split_reactor(&m);
+        let main_runs: Vec<(Engine, u64)> =
+            main.runs.iter().map(|(e, r)| (*e, r[0].events)).collect();
+        assert_eq!(main_runs, [(Engine::Tally, 1), (Engine::TallyEpoll, 2), (Engine::Mio, 5)]);
+        let alone = alone.unwrap();
+        let alone_runs: Vec<(Engine, u64)> =
+            alone.runs.iter().map(|(e, r)| (*e, r[0].events)).collect();
+        assert_eq!(alone_runs, [(Engine::Tally, 3), (Engine::TallyEpoll, 4), (Engine::Mio, 5)]);
     }
 
     #[test]

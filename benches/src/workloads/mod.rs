@@ -7,8 +7,8 @@
 //! | [`nop`] | W0 `nop` | tally, io-uring |
 //! | [`signal_flood`] | W1 `signal_flood` | tally, tally-epoll, mio, tokio |
 //! | [`fan_in`] | W2 `fan_in` | tally, tally-epoll, mio, tokio |
-//! | [`pingpong`] | W3 `pingpong` | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
-//! | [`pingpong_many`] | W3-many (`--only W3M`): 64 pairs at once | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
+//! | [`pingpong`] | W3 `pingpong` | tally (executor, and raw reactor), tally-epoll (executor, and raw reactor), mio, tokio, monoio |
+//! | [`pingpong_many`] | W3-many (`--only W3M`): 64 pairs at once | tally (executor, and raw reactor), tally-epoll (executor, and raw reactor), mio, tokio, monoio |
 //! | [`echo`] | W4 `echo` | tally (executor, and raw reactor), tally-epoll (executor), mio, tokio, monoio |
 //! | [`echo_mt`] | W4 `echo 2-workers` (`--only W4MT`): every server on 2 threads | tally (`Runtime`, 2 workers), tokio (`multi_thread`, 2 workers), monoio (a runtime per thread) |
 //! | [`churn`] | W5 `churn (fd-less)`, `churn-random` | tally, mio, tokio |

@@ -6,13 +6,15 @@
 //!   `tally::net::UnixStream` and the `futures-io` `read_exact` and
 //!   `write_all`.
 //! * **tally-epoll**: the tally program on an executor whose reactor is
-//!   built with `Backend::Epoll` (no reactor-only entry).
+//!   built with `Backend::Epoll`.
 //! * **tally, reactor only** (its own entry, "W3 pingpong reactor-only"):
 //!   `tally_reactor` driven by hand, one registration; each end keeps one
 //!   `Op::recv` in flight, and a received message makes that end `Op::send`
 //!   one back. Buffers go out with each operation and come back through
 //!   `Registration::reclaim`, so nothing is allocated per message. One
-//!   `turn` and one drain per crank.
+//!   `turn` and one drain per crank. The same loop on a reactor built with
+//!   `Backend::Epoll` stands in that entry as `tally-epoll`: the reactor's
+//!   own layer over epoll, against mio's, with no executor above it.
 //! * **mio**: both ends registered `READABLE` (edge-triggered) with one
 //!   `Poll`; on an event, `read(2)` into 4 KiB until a short read or
 //!   `WouldBlock`, and `write(2)` a reply for each whole message.
@@ -31,10 +33,12 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
-use tally_reactor::{Backend, Op, OpId, PacketList, Reactor, Registration};
+use tally_reactor::{Backend, Op, OpId, PacketList, Registration};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{Config, drain_into, monoio_runtime, tally_executor_on, tokio_runtime};
+use super::{
+    Config, drain_into, monoio_runtime, tally_executor_on, tally_reactor_on, tokio_runtime,
+};
 use crate::harness::{Case, Engine, Run, Spec, Window};
 
 /// Bytes per message.
@@ -51,7 +55,8 @@ pub fn spec(cfg: Config) -> Spec {
         cases: vec![
             Case::new(Engine::Tally, |n| tally_executor(n, Backend::Auto)),
             Case::new(Engine::TallyEpoll, |n| tally_executor(n, Backend::Epoll)),
-            Case::new(Engine::TallyReactor, tally),
+            Case::new(Engine::TallyReactor, |n| reactor_pairs(1, n, Backend::Auto)),
+            Case::new(Engine::TallyReactorEpoll, |n| reactor_pairs(1, n, Backend::Epoll)),
             Case::new(Engine::Mio, mio),
             Case::new(Engine::Tokio, tokio),
             Case::new(Engine::Monoio, monoio),
@@ -107,10 +112,6 @@ fn reclaimed(reg: &Registration, op: OpId) -> io::Result<Vec<u8>> {
     reg.reclaim(op).ok_or_else(|| io::Error::other("a finished op gave no buffer back"))
 }
 
-fn tally(n: u64) -> io::Result<Run> {
-    reactor_pairs(1, n)
-}
-
 /// One socketpair of the hand-driven reactor loop, with its own
 /// registration, so that a completion is matched against two ends only.
 struct Pair {
@@ -124,8 +125,8 @@ struct Pair {
 /// message in flight, until `n` messages are delivered in all: W3 with
 /// `pairs = 1`, W3-many with more. One `turn` per crank, then a drain of
 /// every pair's registration.
-pub(crate) fn reactor_pairs(pairs: usize, n: u64) -> io::Result<Run> {
-    let reactor = Reactor::new()?;
+pub(crate) fn reactor_pairs(pairs: usize, n: u64, backend: Backend) -> io::Result<Run> {
+    let reactor = tally_reactor_on(backend)?;
     let mut all = Vec::with_capacity(pairs);
     for _ in 0..pairs {
         let (a, b) = UnixStream::pair()?;

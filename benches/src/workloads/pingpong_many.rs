@@ -14,7 +14,8 @@
 //!   `Backend::Epoll`.
 //! * **tally, reactor only** ("W3-many pingpong reactor-only"): W3's
 //!   hand-driven loop with one registration per pair; one `turn` per crank,
-//!   then a drain of each of the 64 registrations.
+//!   then a drain of each of the 64 registrations; and the same on epoll,
+//!   as `tally-epoll` in that entry.
 //! * **mio**: one `Poll`, all 128 ends registered `READABLE`
 //!   (edge-triggered), W3's read loop on each event.
 //! * **tokio**: the tally program's shape on a `current_thread` runtime:
@@ -51,7 +52,8 @@ pub fn spec(cfg: Config) -> Spec {
         cases: vec![
             Case::new(Engine::Tally, |n| tally_executor(n, Backend::Auto)),
             Case::new(Engine::TallyEpoll, |n| tally_executor(n, Backend::Epoll)),
-            Case::new(Engine::TallyReactor, |n| reactor_pairs(PAIRS, n)),
+            Case::new(Engine::TallyReactor, |n| reactor_pairs(PAIRS, n, Backend::Auto)),
+            Case::new(Engine::TallyReactorEpoll, |n| reactor_pairs(PAIRS, n, Backend::Epoll)),
             Case::new(Engine::Mio, |n| mio_pairs(PAIRS, n)),
             Case::new(Engine::Tokio, tokio),
             Case::new(Engine::Monoio, monoio),
