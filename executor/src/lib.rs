@@ -18,6 +18,8 @@
 //!   the `tokio-io` feature, tokio's `AsyncRead`/`AsyncWrite`, so tokio-util
 //!   codecs run on them);
 //! * [`signal`]: process signals as counted packets;
+//! * [`process`]: child processes, their exits as packets (pidfd) and their
+//!   stdin/stdout/stderr as pipe streams;
 //! * [`Runtime`]: a `LocalReactor` per worker thread, spawned onto from any
 //!   thread through a [`Handle`];
 //! * [`TestExecutor`]: fake time and `run_until_stalled`;
@@ -56,6 +58,7 @@ mod executor;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub mod net;
+pub mod process;
 pub mod runtime;
 pub mod signal;
 mod sync;

@@ -1,5 +1,7 @@
 //! The machinery every stream socket and listener shares: completion-based
-//! reads, writes, accepts and close.
+//! reads, writes, accepts and close; and the same for pipes (a child
+//! process's stdin, stdout and stderr), which read and write with
+//! `read(2)`/`write(2)` ops instead of `recv`/`send`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -23,6 +25,9 @@ use crate::sys::syscall;
 const WRITE_MAX: usize = 64 * 1024;
 /// Bytes per one-shot read on kernels without buffer rings.
 const OWNED_READ: usize = 16 * 1024;
+/// Bytes per read on a pipe: a pipe holds 64 KiB by default, so one read
+/// can empty it.
+const PIPE_READ: usize = 64 * 1024;
 
 /// Received bytes waiting to be read.
 enum Chunk {
@@ -146,6 +151,10 @@ pub(crate) struct StreamIo {
     /// Whether `write_op` is a shutdown.
     shutting: bool,
     shut: bool,
+    /// Whether the fd is a pipe, not a socket: it reads and writes with
+    /// `read`/`write` ops (one-shot, into the stream's own buffer), and
+    /// closing it closes the fd rather than shutting a half down.
+    pipe: bool,
 }
 
 /// One non-blocking `send(2)` of `src` on socket `fd`: how much the
@@ -156,6 +165,28 @@ fn send_now(fd: RawFd, src: &[u8]) -> io::Result<usize> {
     // send(2) reads `src.len()` bytes from a live slice.
     let n = syscall!(send(fd, src.as_ptr().cast(), src.len(), flags))?;
     Ok(n as usize)
+}
+
+/// One `write(2)` of `src` on pipe `fd`, which is non-blocking
+/// ([`StreamIo::pipe`] made it so): how much the pipe took, or
+/// `WouldBlock` when it is full. A pipe whose reader is gone gives `EPIPE`
+/// (and `SIGPIPE`, which Rust programs ignore unless they ask otherwise).
+fn write_now(fd: RawFd, src: &[u8]) -> io::Result<usize> {
+    // write(2) reads `src.len()` bytes from a live slice.
+    let n = syscall!(write(fd, src.as_ptr().cast(), src.len()))?;
+    Ok(n as usize)
+}
+
+/// Puts `fd` in non-blocking mode (its own file description only: the
+/// other end of a pipe keeps its mode).
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // fcntl(2) with F_GETFL/F_SETFL takes no pointers.
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // As above.
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
 }
 
 fn errno(result: i32) -> io::Error {
@@ -249,7 +280,31 @@ impl StreamIo {
             read_eof: false,
             shutting: false,
             shut: false,
+            pipe: false,
         }
+    }
+
+    /// Wraps one end of a pipe. It is made non-blocking, so that a write
+    /// the pipe can take at once costs no op, as `send(2)` does for
+    /// sockets; reads are one-shot `read` ops into the stream's own buffer
+    /// (a multishot recv does not work on pipes). Must run inside an
+    /// executor.
+    ///
+    /// # Errors
+    ///
+    /// Any error of `fcntl(2)` (say, `EBADF`).
+    pub(crate) fn pipe(fd: OwnedFd) -> io::Result<StreamIo> {
+        set_nonblocking(fd.as_raw_fd())?;
+        let mut io = StreamIo::new(fd);
+        io.group = None;
+        io.pipe = true;
+        Ok(io)
+    }
+
+    /// A write of `buf` on this stream: a write op on a pipe, a send on a
+    /// socket.
+    fn write_of(&self, buf: Vec<u8>) -> Op {
+        if self.pipe { Op::write(self.raw_fd(), buf) } else { Op::send(self.raw_fd(), buf, 0) }
     }
 
     /// Connects socket `fd` to `addr` through the ring.
@@ -410,8 +465,13 @@ impl StreamIo {
                     None => {
                         let mut buf = std::mem::take(&mut self.spare);
                         buf.clear();
-                        buf.reserve(OWNED_READ);
-                        Op::recv(self.raw_fd(), buf, 0)
+                        if self.pipe {
+                            buf.reserve(PIPE_READ);
+                            Op::read(self.raw_fd(), buf)
+                        } else {
+                            buf.reserve(OWNED_READ);
+                            Op::recv(self.raw_fd(), buf, 0)
+                        }
                     }
                 };
                 self.read_op = Some(self.reg.submit(op)?);
@@ -494,7 +554,7 @@ impl StreamIo {
             if buf.is_empty() {
                 self.write_buf = buf;
             } else {
-                self.write_op = Some(self.reg.submit(Op::send(self.raw_fd(), buf, 0))?);
+                self.write_op = Some(self.reg.submit(self.write_of(buf))?);
             }
         }
         match self.write_err.take() {
@@ -524,7 +584,12 @@ impl StreamIo {
         // when the socket buffer is full, or when many streams are busy
         // and one enter for all their sends is cheaper (`batch_sends`).
         if !context::batch_sends() {
-            match send_now(self.raw_fd(), src) {
+            let now = if self.pipe {
+                write_now(self.raw_fd(), src)
+            } else {
+                send_now(self.raw_fd(), src)
+            };
+            match now {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -535,7 +600,7 @@ impl StreamIo {
         let mut buf = std::mem::take(&mut self.write_buf);
         buf.clear();
         buf.extend_from_slice(&src[..n]);
-        self.write_op = Some(self.reg.submit(Op::send(self.raw_fd(), buf, 0))?);
+        self.write_op = Some(self.reg.submit(self.write_of(buf))?);
         Poll::Ready(Ok(n))
     }
 
@@ -543,12 +608,21 @@ impl StreamIo {
         self.poll_write_idle(cx)
     }
 
-    /// Flushes, then shuts down the writing half.
+    /// Flushes, then shuts down the writing half; a pipe is closed (through
+    /// the ring, after every op queued for it), so that its reader sees end
+    /// of file.
     pub(crate) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.poll_write_idle(cx))?;
             if self.shut {
                 return Poll::Ready(Ok(()));
+            }
+            if self.pipe {
+                if let Some(fd) = self.fd.take() {
+                    close_after_queued(&self.reg, fd);
+                }
+                self.shut = true;
+                continue;
             }
             self.write_op = Some(self.reg.submit(Op::shutdown(self.raw_fd(), libc::SHUT_WR))?);
             self.shutting = true;

@@ -1,0 +1,368 @@
+//! Child processes on real kernels objects: exits and signals through a
+//! pidfd, stdout and stdin as pipe streams, many children watched from one
+//! registration, no zombies left behind, kill-on-drop and clear errors.
+
+mod util;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use tally::LocalReactor;
+use tally::process::{Command, ExitPacket};
+
+/// The state letter and parent pid of process `pid`, from `/proc/PID/stat`;
+/// `None` once it is gone.
+fn proc_state(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name, in parentheses, may hold spaces: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` is a zombie child of this process.
+fn is_our_zombie(pid: u32) -> bool {
+    proc_state(pid) == Some(('Z', std::process::id()))
+}
+
+/// Whether `pid` is a child of this process, alive or a zombie.
+fn is_our_child(pid: u32) -> bool {
+    proc_state(pid).is_some_and(|(_, ppid)| ppid == std::process::id())
+}
+
+/// Every zombie child of this process, scanning `/proc/*/stat`.
+fn our_zombies() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| is_our_zombie(pid))
+        .collect()
+}
+
+/// Runs the executor until `done` holds, for at most `limit`; whether it
+/// did.
+fn run_until(rt: &LocalReactor, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    rt.block_on(async {
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            tally::time::sleep(Duration::from_millis(5)).await;
+        }
+        done()
+    })
+}
+
+#[test]
+fn true_exits_with_success() {
+    let rt = LocalReactor::new().unwrap();
+    let status = util::bounded(&rt, "true", async { Command::new("true").status().await.unwrap() });
+    assert!(status.success());
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn false_exits_with_code_1() {
+    let rt = LocalReactor::new().unwrap();
+    let status =
+        util::bounded(&rt, "false", async { Command::new("false").status().await.unwrap() });
+    assert!(!status.success());
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn exit_codes_and_the_pid_come_through() {
+    let rt = LocalReactor::new().unwrap();
+    util::bounded(&rt, "sh -c 'exit 3'", async {
+        let mut child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let pid = child.id().expect("a running child has a pid");
+        assert!(pid > 0);
+        let status = child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(child.id(), None, "a reaped child has no pid");
+        // Waiting again gives the same status.
+        assert_eq!(child.wait().await.unwrap().code(), Some(3));
+        assert_eq!(child.try_wait().unwrap().and_then(|s| s.code()), Some(3));
+    });
+}
+
+#[test]
+fn a_killed_child_shows_signal_9() {
+    let rt = LocalReactor::new().unwrap();
+    let started = Instant::now();
+    let status = util::bounded(&rt, "kill sleep 10", async {
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        assert_eq!(child.try_wait().unwrap(), None, "sleep 10 still runs");
+        child.kill().unwrap();
+        let status = child.wait().await.unwrap();
+        // Killing an exited, reaped child is no error.
+        child.kill().unwrap();
+        status
+    });
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(status.code(), None);
+    assert!(started.elapsed() < Duration::from_secs(5), "the kill took {:?}", started.elapsed());
+}
+
+#[test]
+fn ten_mib_of_stdout_are_read_fully() {
+    const LEN: usize = 10 * 1024 * 1024;
+    let rt = LocalReactor::new().unwrap();
+    let started = Instant::now();
+    let (bytes, status) = util::bounded(&rt, "head -c 10 MiB", async {
+        let mut child = Command::new("head")
+            .args(["-c", &LEN.to_string(), "/dev/zero"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = Vec::new();
+        child.stdout.take().unwrap().read_to_end(&mut out).await.unwrap();
+        (out, child.wait().await.unwrap())
+    });
+    let took = started.elapsed();
+    assert!(status.success());
+    assert_eq!(bytes.len(), LEN);
+    assert!(bytes.iter().all(|&b| b == 0));
+    eprintln!("10 MiB through a pipe in {took:?} on {:?}", rt.metrics().backend);
+}
+
+#[test]
+fn stdin_piped_to_cat_comes_back() {
+    // More than a pipe holds (64 KiB) both ways, so that writes must wait
+    // for cat and reads must run while writing.
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let rt = LocalReactor::new().unwrap();
+    let (back, status) = util::bounded(&rt, "cat", async {
+        let mut child =
+            Command::new("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let (mut stdin, mut stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        let write = async {
+            stdin.write_all(&data).await.unwrap();
+            stdin.close().await.unwrap();
+            // Closed: further writes fail clearly.
+            assert!(stdin.write(b"x").await.is_err());
+        };
+        let read = async {
+            let mut back = Vec::new();
+            stdout.read_to_end(&mut back).await.unwrap();
+            back
+        };
+        let ((), back) = futures::future::join(write, read).await;
+        (back, child.wait().await.unwrap())
+    });
+    assert!(status.success());
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "cat gave back different bytes");
+}
+
+#[test]
+fn wait_with_output_collects_stdout_and_stderr() {
+    let rt = LocalReactor::new().unwrap();
+    let out = util::bounded(&rt, "wait_with_output", async {
+        Command::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+            .wait_with_output()
+            .await
+            .unwrap()
+    });
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+}
+
+#[test]
+fn a_hundred_children_are_watched_from_one_registration() {
+    const N: usize = 100;
+    let rt = LocalReactor::new().unwrap();
+    let reg = rt.register();
+    let (exits, pids) = util::bounded(&rt, "100 children", async {
+        let mut children = Vec::new();
+        for i in 0..N {
+            // Every tenth fails, so that keys and statuses must match up.
+            let program = if i % 10 == 0 { "false" } else { "true" };
+            let child = Command::new(program).spawn().unwrap();
+            child.watch(&reg, i as u64).unwrap();
+            children.push(child);
+        }
+        let pids: Vec<u32> = children.iter().map(|c| c.id().unwrap()).collect();
+        let mut exits = vec![None; N];
+        let mut seen = 0;
+        while seen < N {
+            for packet in reg.packets().await {
+                let exit = ExitPacket::from_packet(&packet).expect("only exit packets");
+                let slot = &mut exits[exit.key as usize];
+                assert!(slot.is_none(), "child {} reported twice", exit.key);
+                *slot = Some(exit);
+                seen += 1;
+            }
+        }
+        // Each child's own wait agrees with its packet.
+        for (i, child) in children.iter_mut().enumerate() {
+            let status = child.wait().await.unwrap();
+            assert_eq!(Some(status), exits[i].map(|e| e.status));
+        }
+        (exits, pids)
+    });
+    for (i, exit) in exits.iter().enumerate() {
+        let exit = exit.expect("every child reported");
+        assert_eq!(exit.pid, pids[i], "child {i}'s packet names its pid");
+        assert_eq!(exit.status.code(), Some(if i % 10 == 0 { 1 } else { 0 }), "child {i}");
+    }
+    assert!(pids.iter().all(|&pid| !is_our_zombie(pid)), "every child was reaped");
+}
+
+#[test]
+fn watching_an_exited_child_reports_at_once() {
+    let rt = LocalReactor::new().unwrap();
+    let reg = rt.register();
+    let exit = util::bounded(&rt, "watch after exit", async {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id().unwrap();
+        child.wait().await.unwrap();
+        child.watch(&reg, 7).unwrap();
+        let packets = reg.packets().await;
+        let exit = ExitPacket::from_packet(&packets[0]).unwrap();
+        assert_eq!(exit.pid, pid);
+        exit
+    });
+    assert_eq!(exit.key, 7);
+    assert!(exit.status.success());
+}
+
+#[test]
+fn dropped_children_leave_no_zombies() {
+    let rt = LocalReactor::new().unwrap();
+    let pids: Vec<u32> = rt.block_on(async {
+        (0..20)
+            .map(|i| {
+                let program = if i % 2 == 0 { "true" } else { "false" };
+                let child = Command::new(program).spawn().unwrap();
+                child.id().unwrap()
+                // Dropped here, never waited for.
+            })
+            .collect()
+    });
+    let reaped = run_until(&rt, util::BUDGET, || pids.iter().all(|&pid| !is_our_child(pid)));
+    let left: Vec<u32> = pids.iter().copied().filter(|&pid| is_our_zombie(pid)).collect();
+    assert!(reaped && left.is_empty(), "zombies left: {left:?}");
+    // None of ours anywhere in /proc (other tests' children may be
+    // zombies for a moment, between their exit and their reaping).
+    let ours: Vec<u32> = our_zombies().into_iter().filter(|p| pids.contains(p)).collect();
+    assert!(ours.is_empty(), "zombies left: {ours:?}");
+}
+
+#[test]
+fn kill_on_drop_kills_and_reaps() {
+    let rt = LocalReactor::new().unwrap();
+    let pid = rt.block_on(async {
+        let child = Command::new("sleep").arg("10").kill_on_drop(true).spawn().unwrap();
+        child.id().unwrap()
+    });
+    let gone = run_until(&rt, Duration::from_secs(5), || !is_our_child(pid));
+    assert!(gone, "the child still runs or is a zombie: {:?}", proc_state(pid));
+}
+
+#[test]
+fn without_kill_on_drop_a_dropped_child_runs_on() {
+    let rt = LocalReactor::new().unwrap();
+    let pid =
+        rt.block_on(async { Command::new("sleep").arg("0.3").spawn().unwrap().id().unwrap() });
+    // Dropped: it still runs, and is reaped when it exits.
+    assert!(matches!(proc_state(pid), Some(('S' | 'R', _))), "{:?}", proc_state(pid));
+    let gone = run_until(&rt, Duration::from_secs(5), || !is_our_child(pid));
+    assert!(gone, "not reaped: {:?}", proc_state(pid));
+}
+
+#[test]
+fn an_orphan_of_a_dropped_executor_is_reaped_at_the_next_spawn() {
+    let pid = {
+        let rt = LocalReactor::new().unwrap();
+        rt.block_on(async { Command::new("sleep").arg("0.1").spawn().unwrap().id().unwrap() })
+        // The executor goes first, with the reaper: the child is an orphan.
+    };
+    // It exits unreaped: a zombie (or already reaped, by a spawn of a
+    // test running beside this one).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(proc_state(pid), Some((s, _)) if s != 'Z') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        matches!(proc_state(pid), None | Some(('Z', _))),
+        "the orphan should have exited: {:?}",
+        proc_state(pid)
+    );
+    let rt = LocalReactor::new().unwrap();
+    util::bounded(&rt, "next spawn", async {
+        Command::new("true").status().await.unwrap();
+    });
+    assert!(!is_our_child(pid), "the orphan was not reaped by the next spawn");
+}
+
+#[test]
+fn a_missing_program_is_not_found() {
+    let rt = LocalReactor::new().unwrap();
+    let err = rt
+        .block_on(async { Command::new("/nonexistent/tally-no-such-program").spawn() })
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+}
+
+#[test]
+fn spawn_outside_an_executor_is_an_error() {
+    let err = Command::new("true").spawn().unwrap_err();
+    assert!(err.to_string().contains("executor"), "{err}");
+}
+
+#[test]
+fn the_child_inherits_no_fd_of_ours() {
+    // Read a sleeping child's fd table from here: only stdin, stdout and
+    // stderr may be there; pidfds, pipes, the ring and every other fd of
+    // ours (and of the tests running beside this one) are close-on-exec.
+    let rt = LocalReactor::new().unwrap();
+    let fds = util::bounded(&rt, "sleep's fds", async {
+        let mut child = Command::new("sleep")
+            .arg("10")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        // Until the exec is done, the table is the fork's: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut fds = Vec::new();
+        while Instant::now() < deadline {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            if exe.to_string_lossy().contains("sleep") {
+                fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_str().unwrap().parse::<u32>().unwrap())
+                    .collect();
+                break;
+            }
+            tally::time::sleep(Duration::from_millis(2)).await;
+        }
+        child.kill().unwrap();
+        assert_eq!(child.wait().await.unwrap().signal(), Some(libc::SIGKILL));
+        fds
+    });
+    // Beyond 0, 1 and 2, only fds this test process itself inherited and
+    // left open (from cargo, or a shell) may pass on; none of tally's.
+    let inherited_by_us = |fd: u32| {
+        // SAFETY: fcntl(F_GETFD) on a number takes no pointers.
+        let flags = unsafe { libc::fcntl(fd as i32, libc::F_GETFD) };
+        flags >= 0 && flags & libc::FD_CLOEXEC == 0
+    };
+    let leaked: Vec<u32> =
+        fds.iter().copied().filter(|&fd| fd > 2 && !inherited_by_us(fd)).collect();
+    assert!(fds.len() >= 3 && leaked.is_empty(), "the child's fds {fds:?}, leaked {leaked:?}");
+}
