@@ -151,10 +151,23 @@ pub(crate) struct StreamIo {
     /// Whether `write_op` is a shutdown.
     shutting: bool,
     shut: bool,
-    /// Whether the fd is a pipe, not a socket: it reads and writes with
-    /// `read`/`write` ops (one-shot, into the stream's own buffer), and
-    /// closing it closes the fd rather than shutting a half down.
-    pipe: bool,
+    kind: FdKind,
+}
+
+/// What a stream's fd is, which decides its ops.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FdKind {
+    /// A socket: recv and send, and an inline `send(2)`.
+    Socket,
+    /// A pipe in non-blocking mode: `read`/`write` ops (one-shot, into the
+    /// stream's own buffer), and an inline `write(2)`; closing it closes
+    /// the fd rather than shutting a half down.
+    Pipe,
+    /// A pipe put back in blocking mode because the ring answered an op
+    /// with `EAGAIN` (io_uring before Linux 6.3 may, on a non-blocking
+    /// file): its ops then wait in the kernel, and no write is tried
+    /// inline, which would block the thread.
+    BlockingPipe,
 }
 
 /// One non-blocking `send(2)` of `src` on socket `fd`: how much the
@@ -280,7 +293,7 @@ impl StreamIo {
             read_eof: false,
             shutting: false,
             shut: false,
-            pipe: false,
+            kind: FdKind::Socket,
         }
     }
 
@@ -297,14 +310,35 @@ impl StreamIo {
         set_nonblocking(fd.as_raw_fd())?;
         let mut io = StreamIo::new(fd);
         io.group = None;
-        io.pipe = true;
+        io.kind = FdKind::Pipe;
         Ok(io)
     }
 
     /// A write of `buf` on this stream: a write op on a pipe, a send on a
     /// socket.
     fn write_of(&self, buf: Vec<u8>) -> Op {
-        if self.pipe { Op::write(self.raw_fd(), buf) } else { Op::send(self.raw_fd(), buf, 0) }
+        match self.kind {
+            FdKind::Socket => Op::send(self.raw_fd(), buf, 0),
+            FdKind::Pipe | FdKind::BlockingPipe => Op::write(self.raw_fd(), buf),
+        }
+    }
+
+    /// Whether `result`, an op's, is a pipe's `EAGAIN`: then the pipe goes
+    /// back to blocking mode ([`FdKind::BlockingPipe`]) and the op is to
+    /// be made again.
+    fn pipe_would_block(&mut self, result: i32) -> bool {
+        if result != -libc::EAGAIN || self.kind == FdKind::Socket {
+            return false;
+        }
+        if self.kind == FdKind::Pipe {
+            // F_GETFL/F_SETFL take no pointers. If it fails, the fd stays
+            // non-blocking and the op is made again anyway.
+            if let Ok(flags) = syscall!(fcntl(self.raw_fd(), libc::F_GETFL)) {
+                let _ = syscall!(fcntl(self.raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK));
+            }
+            self.kind = FdKind::BlockingPipe;
+        }
+        true
     }
 
     /// Connects socket `fd` to `addr` through the ring.
@@ -425,6 +459,10 @@ impl StreamIo {
     }
 
     fn end_read(&mut self, result: i32) {
+        if self.pipe_would_block(result) {
+            // Read again, now waiting in the kernel.
+            return;
+        }
         match result {
             0 => self.read_eof = true,
             r if r == -libc::ECANCELED || r == -libc::EINTR => {}
@@ -465,7 +503,7 @@ impl StreamIo {
                     None => {
                         let mut buf = std::mem::take(&mut self.spare);
                         buf.clear();
-                        if self.pipe {
+                        if self.kind != FdKind::Socket {
                             buf.reserve(PIPE_READ);
                             Op::read(self.raw_fd(), buf)
                         } else {
@@ -542,7 +580,7 @@ impl StreamIo {
             }
             let mut buf = self.reg.reclaim(op).unwrap_or_default();
             if result < 0 {
-                if result != -libc::EINTR {
+                if result != -libc::EINTR && !self.pipe_would_block(result) {
                     self.write_err = Some(errno(result));
                     buf.clear();
                     self.write_buf = buf;
@@ -584,10 +622,10 @@ impl StreamIo {
         // when the socket buffer is full, or when many streams are busy
         // and one enter for all their sends is cheaper (`batch_sends`).
         if !context::batch_sends() {
-            let now = if self.pipe {
-                write_now(self.raw_fd(), src)
-            } else {
-                send_now(self.raw_fd(), src)
+            let now = match self.kind {
+                FdKind::Socket => send_now(self.raw_fd(), src),
+                FdKind::Pipe => write_now(self.raw_fd(), src),
+                FdKind::BlockingPipe => Err(io::ErrorKind::WouldBlock.into()),
             };
             match now {
                 Ok(n) => return Poll::Ready(Ok(n)),
@@ -617,7 +655,7 @@ impl StreamIo {
             if self.shut {
                 return Poll::Ready(Ok(()));
             }
-            if self.pipe {
+            if self.kind != FdKind::Socket {
                 if let Some(fd) = self.fd.take() {
                     close_after_queued(&self.reg, fd);
                 }
@@ -790,6 +828,60 @@ impl Acceptor {
 }
 #[cfg(test)]
 mod tests {
+    use std::future::poll_fn;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use super::{FdKind, StreamIo};
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into `fds`, a live local.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 just made both, and nothing else owns them.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    /// The fallback for a ring that answers a pipe op with `EAGAIN`
+    /// (io_uring before 6.3 may): the pipe goes back to blocking mode,
+    /// writes stop being tried inline, and bytes still flow both ways
+    /// through the ring, more than the pipe holds.
+    #[test]
+    fn a_pipe_put_back_in_blocking_mode_still_reads_and_writes() {
+        let rt = crate::LocalReactor::new().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let back = rt.block_on(async {
+            let (r, w) = pipe();
+            let (mut reader, mut writer) = (StreamIo::pipe(r).unwrap(), StreamIo::pipe(w).unwrap());
+            for io in [&mut reader, &mut writer] {
+                assert!(io.pipe_would_block(-libc::EAGAIN));
+                assert_eq!(io.kind, FdKind::BlockingPipe);
+                assert!(!io.pipe_would_block(-libc::EPIPE));
+            }
+            // SAFETY: F_GETFL takes no pointers.
+            let flags = unsafe { libc::fcntl(writer.raw_fd(), libc::F_GETFL) };
+            assert_eq!(flags & libc::O_NONBLOCK, 0, "blocking again");
+            let write = async {
+                let mut sent = 0;
+                while sent < data.len() {
+                    sent += poll_fn(|cx| writer.poll_write(cx, &data[sent..])).await.unwrap();
+                }
+                poll_fn(|cx| writer.poll_close(cx)).await.unwrap();
+            };
+            let read = async {
+                let mut back = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    match poll_fn(|cx| reader.poll_read(cx, &mut buf)).await.unwrap() {
+                        0 => break back,
+                        n => back.extend_from_slice(&buf[..n]),
+                    }
+                }
+            };
+            futures::future::join(write, read).await.1
+        });
+        assert!(back == data, "{} bytes of {} came back", back.len(), data.len());
+    }
+
     /// A stream's own state is most of what an idle connection costs
     /// besides its one registration slot (see `bytes_per_idle_tcp_stream`
     /// in `tests/alloc.rs`); keep it from growing unnoticed.
