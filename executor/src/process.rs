@@ -31,9 +31,9 @@
 //! first if [`Command::kill_on_drop`] was set). If the executor is dropped
 //! before the child exits, the reaper goes with it; the last of the
 //! reaper and the `Child` to go then puts the pid on a process-wide orphan
-//! list, which every later [`Command::spawn`], on any thread, reaps without
-//! blocking. A program that never spawns again keeps such a zombie until
-//! it exits itself.
+//! list, which every later [`Command::spawn`] and every later reaped exit,
+//! on any thread, reaps without blocking. A program that spawns nothing
+//! more keeps such a zombie until it exits itself.
 //!
 //! # Limits
 //!
@@ -364,20 +364,18 @@ impl Child {
     ///
     /// A read's error, or [`Child::wait`]'s.
     pub async fn wait_with_output(mut self) -> io::Result<Output> {
-        use futures::io::AsyncReadExt;
-
         drop(self.stdin.take());
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let (stdout, stderr) = (self.stdout.take(), self.stderr.take());
         let read_out = async {
             match stdout {
-                Some(mut s) => s.read_to_end(&mut out).await.map(drop),
+                Some(mut s) => read_all(&mut s, &mut out).await,
                 None => Ok(()),
             }
         };
         let read_err = async {
             match stderr {
-                Some(mut s) => s.read_to_end(&mut err).await.map(drop),
+                Some(mut s) => read_all(&mut s, &mut err).await,
                 None => Ok(()),
             }
         };
@@ -386,6 +384,26 @@ impl Child {
         r2?;
         let status = self.wait().await?;
         Ok(Output { status, stdout: out, stderr: err })
+    }
+}
+
+/// Appends everything `r` gives until end of file to `out`: one copy per
+/// received chunk, and no zeroing of spare capacity first (as
+/// `read_to_end` does).
+async fn read_all<R: futures::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    use futures::io::AsyncBufReadExt;
+
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let n = chunk.len();
+        out.extend_from_slice(chunk);
+        r.consume_unpin(n);
     }
 }
 
@@ -620,6 +638,7 @@ async fn reaper(state: Rc<State>) {
     };
     drop(reg);
     state.finish(error);
+    reap_orphans();
     let Some(status) = state.status.get() else { return };
     let watchers = std::mem::take(&mut *state.watchers.borrow_mut());
     for (sender, key) in watchers {
@@ -642,7 +661,7 @@ fn deliver(sender: &Sender, exit: ExitPacket) -> io::Result<()> {
 }
 
 /// Children whose executor and `Child` both went before they exited:
-/// reaped, without blocking, at every spawn.
+/// reaped, without blocking, at every spawn and every reaped exit.
 static ORPHANS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// Reaps every orphan that has exited; the others stay on the list.
