@@ -54,14 +54,14 @@ fn main() -> std::io::Result<()> {
                 let Some(exit) = ExitPacket::from_packet(&packet) else { continue };
                 let key = exit.key as usize;
                 let (name, line) = CHILDREN[key];
-                println!(
-                    "{:>7.1?}  {name:8} pid {:6} exited: {}",
-                    start.elapsed(),
-                    exit.pid,
-                    exit.status
-                );
+                let status = match exit.status {
+                    Some(status) => status.to_string(),
+                    None => "status lost (reaped elsewhere)".to_string(),
+                };
+                println!("{:>7.1?}  {name:8} pid {:6} exited: {status}", start.elapsed(), exit.pid);
                 running -= 1;
-                if !exit.status.success() && !restarted[key] {
+                let failed = !exit.status.is_some_and(|s| s.success());
+                if failed && !restarted[key] {
                     restarted[key] = true;
                     let child = spawn(line)?;
                     println!("          restarting {name} once, pid {}", child.id().unwrap_or(0));

@@ -42,7 +42,10 @@
 //!   fallback to `SIGCHLD`.
 //! * A child reaped by someone else (a `waitpid(-1)` elsewhere in the
 //!   program, or `SIGCHLD` set to `SIG_IGN`) makes `wait` return the
-//!   `ECHILD` error.
+//!   `ECHILD` error, and its [`ExitPacket`] has no status. If it is gone
+//!   before `spawn` could open its pidfd (a pidfd is opened just after the
+//!   fork, as std's stable API gives no race-free way), `spawn` returns an
+//!   error saying so.
 //! * The pipes' parent ends are made non-blocking; a write to a pipe whose
 //!   reader is gone gets `EPIPE` (Rust programs ignore `SIGPIPE` unless
 //!   they ask otherwise).
@@ -348,13 +351,14 @@ impl Child {
     /// `BrokenPipe` if the child has already exited and `reg` is closed.
     pub fn watch(&self, reg: &Registration, key: u64) -> io::Result<()> {
         let sender = reg.sender();
-        match self.state.status.get() {
-            Some(status) => deliver(&sender, ExitPacket { key, pid: self.state.pid, status }),
-            None => {
-                self.state.watchers.borrow_mut().push((sender, key));
-                Ok(())
-            }
+        let state = &self.state;
+        // Once the reaper has ended, nobody else will send the packet.
+        if state.status.get().is_none() && state.reaper_alive.get() {
+            state.watchers.borrow_mut().push((sender, key));
+            return Ok(());
         }
+        let status = state.reap_now().ok().flatten();
+        deliver(&sender, ExitPacket { key, pid: state.pid, status })
     }
 
     /// Closes stdin, reads stdout and stderr to the end (those that are
@@ -420,7 +424,7 @@ impl Drop for Child {
 ///
 /// Layout of the 32-byte payload (native endian): bytes 0..8 a tag
 /// ([`ExitPacket::TAG`]), 8..16 the key, 16..20 the pid, 20..24 the raw
-/// wait status; the rest zero.
+/// wait status, 24 whether there is one (1) or not (0); the rest zero.
 ///
 /// # Examples
 ///
@@ -438,7 +442,7 @@ impl Drop for Child {
 ///     while exited.contains(&false) {
 ///         for packet in reg.packets().await {
 ///             let exit = ExitPacket::from_packet(&packet).unwrap();
-///             assert!(exit.status.success());
+///             assert!(exit.status.unwrap().success());
 ///             exited[exit.key as usize] = true;
 ///         }
 ///     }
@@ -450,8 +454,10 @@ pub struct ExitPacket {
     pub key: u64,
     /// The child's pid (already reaped: it may name another process now).
     pub pid: u32,
-    /// How it exited.
-    pub status: ExitStatus,
+    /// How it exited; `None` if its status is lost: something else reaped
+    /// it (`waitpid` failed with `ECHILD`, say, with `SIGCHLD` ignored),
+    /// or its executor went away while it ran and it was not reaped yet.
+    pub status: Option<ExitStatus>,
 }
 
 impl ExitPacket {
@@ -464,7 +470,10 @@ impl ExitPacket {
         p[..8].copy_from_slice(&Self::TAG);
         p[8..16].copy_from_slice(&self.key.to_ne_bytes());
         p[16..20].copy_from_slice(&self.pid.to_ne_bytes());
-        p[20..24].copy_from_slice(&self.status.into_raw().to_ne_bytes());
+        if let Some(status) = self.status {
+            p[20..24].copy_from_slice(&status.into_raw().to_ne_bytes());
+            p[24] = 1;
+        }
         p
     }
 
@@ -476,7 +485,10 @@ impl ExitPacket {
         Some(ExitPacket {
             key: u64::from_ne_bytes(p[8..16].try_into().ok()?),
             pid: u32::from_ne_bytes(p[16..20].try_into().ok()?),
-            status: ExitStatus::from_raw(i32::from_ne_bytes(p[20..24].try_into().ok()?)),
+            status: (p[24] == 1)
+                .then(|| p[20..24].try_into().ok())
+                .flatten()
+                .map(|raw| ExitStatus::from_raw(i32::from_ne_bytes(raw))),
         })
     }
 
@@ -497,7 +509,7 @@ struct State {
     pidfd: OwnedFd,
     status: Cell<Option<ExitStatus>>,
     /// Why the reaper stopped without a status, for `wait`.
-    error: RefCell<Option<(io::ErrorKind, String)>>,
+    error: RefCell<Option<io::Error>>,
     /// `wait`'s waker.
     waiter: RefCell<Option<Waker>>,
     /// Registrations to send the exit to, with their keys.
@@ -554,8 +566,12 @@ impl State {
         if let Some(status) = self.status.get() {
             return Poll::Ready(Ok(status));
         }
-        if let Some((kind, msg)) = &*self.error.borrow() {
-            return Poll::Ready(Err(io::Error::new(*kind, msg.clone())));
+        if let Some(e) = &*self.error.borrow() {
+            // The same error for every wait: errno as it was, or its text.
+            return Poll::Ready(Err(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }));
         }
         if !self.reaper_alive.get() {
             return Poll::Ready(match self.reap_now() {
@@ -578,7 +594,7 @@ impl State {
     /// ends.
     fn finish(&self, error: Option<io::Error>) {
         if let Some(e) = error {
-            *self.error.borrow_mut() = Some((e.kind(), e.to_string()));
+            *self.error.borrow_mut() = Some(e);
         }
         let waiter = self.waiter.borrow_mut().take();
         if let Some(w) = waiter {
@@ -617,32 +633,34 @@ async fn reaper(state: Rc<State>) {
     let alive = ReaperAlive(state);
     let state = &alive.0;
     let reg = context::current().reactor.register();
+    // Only a failed `waitpid` ends the loop without a status. A poll that
+    // cannot be made or fails (no memory, a full ring) falls back to
+    // looking again after a back-off, from 1 ms up to 1 s: the child is
+    // reaped late, never left behind.
+    let mut backoff = Duration::from_millis(1);
     let error = loop {
         match state.reap_now() {
             Ok(Some(_)) => break None,
             Ok(None) => {}
             Err(e) => break Some(e),
         }
-        if let Err(e) = reg.submit(Op::poll(state.pidfd.as_raw_fd(), Signals::READABLE)) {
-            break Some(e);
-        }
-        // A signal packet (the pidfd is readable), or a completion that
-        // ends the poll with an error: either way, look again. A poll that
-        // fails for good fails the next submit.
-        let list = reg.packets().await;
-        if let Some(e) = list.iter().find_map(|p| {
-            p.as_completion().filter(|c| c.result < 0 && c.result != -libc::ECANCELED)
-        }) {
-            break Some(io::Error::from_raw_os_error(-e.result));
+        let polled = match reg.submit(Op::poll(state.pidfd.as_raw_fd(), Signals::READABLE)) {
+            // A signal packet (the pidfd is readable: look again), or a
+            // completion that ends the poll with an error.
+            Ok(_) => !reg.packets().await.iter().any(|p| p.as_completion().is_some()),
+            Err(_) => false,
+        };
+        if !polled {
+            crate::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     };
     drop(reg);
     state.finish(error);
     reap_orphans();
-    let Some(status) = state.status.get() else { return };
     let watchers = std::mem::take(&mut *state.watchers.borrow_mut());
     for (sender, key) in watchers {
-        let exit = ExitPacket { key, pid: state.pid, status };
+        let exit = ExitPacket { key, pid: state.pid, status: state.status.get() };
         let mut tries = 0;
         loop {
             match deliver(&sender, exit) {
@@ -687,6 +705,10 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "pidfd_open(2) is missing: tally::process needs Linux 5.3 or later",
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(io::Error::other(
+            "the child exited and was reaped by something else before tally opened its pidfd \
+             (is SIGCHLD ignored, or does something call waitpid(-1)?)",
         )),
         Err(e) => Err(e),
     }

@@ -258,14 +258,15 @@ fn a_hundred_children_are_watched_from_one_registration() {
         // Each child's own wait agrees with its packet.
         for (i, child) in children.iter_mut().enumerate() {
             let status = child.wait().await.unwrap();
-            assert_eq!(Some(status), exits[i].map(|e| e.status));
+            assert_eq!(Some(status), exits[i].and_then(|e| e.status));
         }
         (exits, pids)
     });
     for (i, exit) in exits.iter().enumerate() {
         let exit = exit.expect("every child reported");
         assert_eq!(exit.pid, pids[i], "child {i}'s packet names its pid");
-        assert_eq!(exit.status.code(), Some(if i % 10 == 0 { 1 } else { 0 }), "child {i}");
+        let code = exit.status.and_then(|s| s.code());
+        assert_eq!(code, Some(if i % 10 == 0 { 1 } else { 0 }), "child {i}");
     }
     assert!(pids.iter().all(|&pid| !is_our_zombie(pid)), "every child was reaped");
 }
@@ -285,7 +286,7 @@ fn watching_an_exited_child_reports_at_once() {
         exit
     });
     assert_eq!(exit.key, 7);
-    assert!(exit.status.success());
+    assert!(exit.status.unwrap().success());
 }
 
 #[test]
@@ -416,4 +417,37 @@ fn the_child_inherits_no_fd_of_ours() {
     let leaked: Vec<u32> =
         fds.iter().copied().filter(|&fd| fd > 2 && !inherited_by_us(fd)).collect();
     assert!(fds.len() >= 3 && leaked.is_empty(), "the child's fds {fds:?}, leaked {leaked:?}");
+}
+
+#[test]
+fn a_child_reaped_elsewhere_is_a_clear_error_and_a_packet_without_status() {
+    const NAME: &str = "a_child_reaped_elsewhere_is_a_clear_error_and_a_packet_without_status";
+    const ENV: &str = "TALLY_TEST_SIGCHLD_IGNORED";
+    if std::env::var_os(ENV).is_none() {
+        // Ignoring SIGCHLD is process-wide (the kernel then reaps every
+        // child at once), so this runs alone, in a fresh test process.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--test-threads=1"])
+            .env(ENV, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}");
+        return;
+    }
+    // SAFETY: setting SIGCHLD's disposition to SIG_IGN installs no handler.
+    assert_ne!(unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) }, libc::SIG_ERR);
+    let rt = LocalReactor::new().unwrap();
+    let reg = rt.register();
+    let (err, exit) = util::bounded(&rt, "a child the kernel reaped", async {
+        // Not `true`: a child gone before its pidfd is opened is another
+        // error (`spawn`'s).
+        let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
+        child.watch(&reg, 5).unwrap();
+        let err = child.wait().await.unwrap_err();
+        let packets = reg.packets().await;
+        (err, ExitPacket::from_packet(&packets[0]).unwrap())
+    });
+    assert_eq!(err.raw_os_error(), Some(libc::ECHILD), "{err}");
+    assert_eq!((exit.key, exit.status), (5, None));
 }
