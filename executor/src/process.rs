@@ -270,6 +270,11 @@ impl Command {
 /// Dropping it does not wait for the child, nor kill it unless
 /// [`Command::kill_on_drop`] was set; it is reaped in the background when
 /// it exits (see the module doc).
+///
+/// It is `!Send`, as tally's streams are: it belongs to the thread whose
+/// executor spawned it, which reaps it. To hear of its exit on another
+/// thread's registration, give that registration's [`Sender`] to
+/// [`watch_sender`](Child::watch_sender).
 pub struct Child {
     state: Rc<State>,
     kill_on_drop: bool,
@@ -350,7 +355,16 @@ impl Child {
     ///
     /// `BrokenPipe` if the child has already exited and `reg` is closed.
     pub fn watch(&self, reg: &Registration, key: u64) -> io::Result<()> {
-        let sender = reg.sender();
+        self.watch_sender(reg.sender(), key)
+    }
+
+    /// As [`watch`](Child::watch), for the registration `sender` sends to,
+    /// which may be on another thread's reactor.
+    ///
+    /// # Errors
+    ///
+    /// As [`watch`](Child::watch).
+    pub fn watch_sender(&self, sender: Sender, key: u64) -> io::Result<()> {
         let state = &self.state;
         // Once the reaper has ended, nobody else will send the packet.
         if state.status.get().is_none() && state.reaper_alive.get() {

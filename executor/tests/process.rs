@@ -234,6 +234,7 @@ fn a_hundred_children_are_watched_from_one_registration() {
     const N: usize = 100;
     let rt = LocalReactor::new().unwrap();
     let reg = rt.register();
+    let started = Instant::now();
     let (exits, pids) = util::bounded(&rt, "100 children", async {
         let mut children = Vec::new();
         for i in 0..N {
@@ -262,6 +263,11 @@ fn a_hundred_children_are_watched_from_one_registration() {
         }
         (exits, pids)
     });
+    eprintln!(
+        "100 children spawned and reaped in {:?} on {:?}",
+        started.elapsed(),
+        rt.metrics().backend
+    );
     for (i, exit) in exits.iter().enumerate() {
         let exit = exit.expect("every child reported");
         assert_eq!(exit.pid, pids[i], "child {i}'s packet names its pid");
@@ -287,6 +293,35 @@ fn watching_an_exited_child_reports_at_once() {
     });
     assert_eq!(exit.key, 7);
     assert!(exit.status.unwrap().success());
+}
+
+#[test]
+fn an_exit_reaches_a_registration_on_another_thread() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        let rt = LocalReactor::new().unwrap();
+        let reg = rt.register();
+        tx.send(reg.sender()).unwrap();
+        util::bounded(&rt, "the exit on another thread", async {
+            loop {
+                if let Some(exit) = reg.packets().await.iter().find_map(ExitPacket::from_packet) {
+                    return exit;
+                }
+            }
+        })
+    });
+    let rt = LocalReactor::new().unwrap();
+    let sender = rx.recv_timeout(util::BUDGET).unwrap();
+    let pid = util::bounded(&rt, "sh -c 'exit 9'", async {
+        let mut child = Command::new("sh").args(["-c", "exit 9"]).spawn().unwrap();
+        child.watch_sender(sender, 42).unwrap();
+        let pid = child.id().unwrap();
+        child.wait().await.unwrap();
+        pid
+    });
+    let exit = watcher.join().unwrap();
+    assert_eq!((exit.key, exit.pid), (42, pid));
+    assert_eq!(exit.status.and_then(|s| s.code()), Some(9));
 }
 
 #[test]
