@@ -170,6 +170,50 @@ fn stdin_piped_to_cat_comes_back() {
 }
 
 #[test]
+fn a_dropped_read_on_a_pipe_loses_nothing() {
+    let rt = LocalReactor::new().unwrap();
+    let out = util::bounded(&rt, "a late writer", async {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 0.2; echo late"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut buf = [0u8; 64];
+        // The read is armed, then dropped by the timeout before any byte.
+        let early = tally::time::timeout(Duration::from_millis(20), stdout.read(&mut buf)).await;
+        assert!(early.is_err(), "nothing was written yet: {early:?}");
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).await.unwrap();
+        assert!(child.wait().await.unwrap().success());
+        out
+    });
+    assert_eq!(out, "late\n");
+}
+
+#[test]
+fn writing_to_a_child_that_closed_its_stdin_is_broken_pipe() {
+    let rt = LocalReactor::new().unwrap();
+    let err = util::bounded(&rt, "write to a closed pipe", async {
+        // The child never reads, and exits: its end of the pipe closes.
+        let mut child = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let chunk = vec![7u8; 64 * 1024];
+        // A megabyte at most: the first write after the close fails.
+        let mut result = Ok(());
+        for _ in 0..16 {
+            result = stdin.write_all(&chunk).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        result.err().or(stdin.flush().await.err()).expect("writes to a closed pipe fail")
+    });
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+}
+
+#[test]
 fn wait_with_output_collects_stdout_and_stderr() {
     let rt = LocalReactor::new().unwrap();
     let out = util::bounded(&rt, "wait_with_output", async {
@@ -424,19 +468,33 @@ fn the_child_inherits_no_fd_of_ours() {
             .spawn()
             .unwrap();
         let pid = child.id().unwrap();
-        // Until the exec is done, the table is the fork's: wait for it.
+        // Until the exec is done the table is the fork's, and until the
+        // dynamic loader is done it may hold a library it is mapping: wait
+        // for `sleep` to sleep (in clock_nanosleep), with the same table
+        // twice running.
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut fds = Vec::new();
+        let mut last = Vec::new();
         while Instant::now() < deadline {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            if exe.to_string_lossy().contains("sleep") {
-                fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            if exe.to_string_lossy().contains("sleep") && wchan.contains("nanosleep") {
+                let now: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
                     .unwrap()
-                    .map(|e| e.unwrap().file_name().to_str().unwrap().parse::<u32>().unwrap())
+                    .map(|e| {
+                        let e = e.unwrap();
+                        let fd = e.file_name().to_str().unwrap().parse::<u32>().unwrap();
+                        let to = std::fs::read_link(e.path()).unwrap_or_default();
+                        (fd, to.to_string_lossy().into_owned())
+                    })
                     .collect();
-                break;
+                if now == last {
+                    fds = now;
+                    break;
+                }
+                last = now;
             }
-            tally::time::sleep(Duration::from_millis(2)).await;
+            tally::time::sleep(Duration::from_millis(10)).await;
         }
         child.kill().unwrap();
         assert_eq!(child.wait().await.unwrap().signal(), Some(libc::SIGKILL));
@@ -449,8 +507,8 @@ fn the_child_inherits_no_fd_of_ours() {
         let flags = unsafe { libc::fcntl(fd as i32, libc::F_GETFD) };
         flags >= 0 && flags & libc::FD_CLOEXEC == 0
     };
-    let leaked: Vec<u32> =
-        fds.iter().copied().filter(|&fd| fd > 2 && !inherited_by_us(fd)).collect();
+    let leaked: Vec<&(u32, String)> =
+        fds.iter().filter(|(fd, _)| *fd > 2 && !inherited_by_us(*fd)).collect();
     assert!(fds.len() >= 3 && leaked.is_empty(), "the child's fds {fds:?}, leaked {leaked:?}");
 }
 
