@@ -263,6 +263,18 @@ impl Command {
     pub async fn status(&mut self) -> io::Result<ExitStatus> {
         self.spawn()?.wait().await
     }
+
+    /// Spawns the child with stdout and stderr piped (whatever was set
+    /// before, as tokio's `output` does), and collects both and the exit
+    /// status, as [`Child::wait_with_output`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Command::spawn`] and [`Child::wait_with_output`].
+    pub async fn output(&mut self) -> io::Result<Output> {
+        self.std.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.spawn()?.wait_with_output().await
+    }
 }
 
 /// A spawned child process.

@@ -230,6 +230,14 @@ fn wait_with_output_collects_stdout_and_stderr() {
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(out.stdout, b"out\n");
     assert_eq!(out.stderr, b"err\n");
+    // `output` pipes both itself.
+    let out = util::bounded(&rt, "output", async {
+        Command::new("sh").args(["-c", "echo o; echo e >&2"]).output().await.unwrap()
+    });
+    assert_eq!(
+        (out.status.code(), &out.stdout[..], &out.stderr[..]),
+        (Some(0), &b"o\n"[..], &b"e\n"[..])
+    );
 }
 
 #[test]
