@@ -274,10 +274,14 @@ impl StreamIo {
     /// Wraps a connected socket. Must run inside an executor.
     pub(crate) fn new(fd: OwnedFd) -> StreamIo {
         let exec = context::current();
+        StreamIo::with(fd, exec.reactor.register(), exec.recv_group(), FdKind::Socket)
+    }
+
+    fn with(fd: OwnedFd, reg: Registration, group: Option<BufGroup>, kind: FdKind) -> StreamIo {
         StreamIo {
             fd: Some(fd),
-            reg: exec.reactor.register(),
-            group: exec.recv_group(),
+            reg,
+            group,
             read_op: None,
             write_op: None,
             write_done: None,
@@ -293,25 +297,23 @@ impl StreamIo {
             read_eof: false,
             shutting: false,
             shut: false,
-            kind: FdKind::Socket,
+            kind,
         }
     }
 
     /// Wraps one end of a pipe. It is made non-blocking, so that a write
     /// the pipe can take at once costs no op, as `send(2)` does for
     /// sockets; reads are one-shot `read` ops into the stream's own buffer
-    /// (a multishot recv does not work on pipes). Must run inside an
-    /// executor.
+    /// (a multishot recv does not work on pipes), so a pipe never makes
+    /// the executor set up its buffer ring. Must run inside an executor.
     ///
     /// # Errors
     ///
     /// Any error of `fcntl(2)` (say, `EBADF`).
     pub(crate) fn pipe(fd: OwnedFd) -> io::Result<StreamIo> {
         set_nonblocking(fd.as_raw_fd())?;
-        let mut io = StreamIo::new(fd);
-        io.group = None;
-        io.kind = FdKind::Pipe;
-        Ok(io)
+        let reg = context::current().reactor.register();
+        Ok(StreamIo::with(fd, reg, None, FdKind::Pipe))
     }
 
     /// A write of `buf` on this stream: a write op on a pipe, a send on a
