@@ -4,6 +4,7 @@
 
 mod util;
 
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -551,4 +552,55 @@ fn a_child_reaped_elsewhere_is_a_clear_error_and_a_packet_without_status() {
     });
     assert_eq!(err.raw_os_error(), Some(libc::ECHILD), "{err}");
     assert_eq!((exit.key, exit.status), (5, None));
+}
+
+/// Every fd of this process whose `/proc/self/fd` link or fdinfo matches
+/// `what`.
+fn our_fds_matching(what: impl Fn(&str, &str) -> bool) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    dir.filter_map(|e| {
+        let name = e.ok()?.file_name().into_string().ok()?;
+        let link = std::fs::read_link(format!("/proc/self/fd/{name}")).ok()?;
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{name}")).unwrap_or_default();
+        let link = link.to_string_lossy().into_owned();
+        what(&link, &info).then(|| format!("{name} -> {link}"))
+    })
+    .collect()
+}
+
+#[test]
+fn a_finished_child_leaves_no_fd_open() {
+    let rt = LocalReactor::new().unwrap();
+    let (pid, pipes) = util::bounded(&rt, "a child with three pipes", async {
+        let child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        // Each pipe's inode names it uniquely, whatever fd numbers the
+        // tests running beside this one reuse.
+        let link = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let pipes: Vec<_> = [
+            child.stdin.as_ref().unwrap().as_raw_fd(),
+            child.stdout.as_ref().unwrap().as_raw_fd(),
+            child.stderr.as_ref().unwrap().as_raw_fd(),
+        ]
+        .map(|fd| link(fd).to_string_lossy().into_owned())
+        .into();
+        // The pidfd is there while the child runs: fdinfo names its pid.
+        let pid_line = format!("Pid:\t{pid}\n");
+        assert_eq!(our_fds_matching(|_, info| info.contains(&pid_line)).len(), 1);
+        let out = child.wait_with_output().await.unwrap();
+        assert!(out.status.success());
+        (pid, pipes)
+    });
+    // Closes through the ring run at the next turns.
+    let pid_line = format!("Pid:\t{pid}\n");
+    let open = || {
+        our_fds_matching(|link, info| pipes.iter().any(|p| p == link) || info.contains(&pid_line))
+    };
+    let closed = run_until(&rt, Duration::from_secs(5), || open().is_empty());
+    assert!(closed, "fds left open: {:?}", open());
 }
