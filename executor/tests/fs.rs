@@ -109,8 +109,19 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add((i >> 12) as u8 ^ seed)).collect()
 }
 
+/// Every test holds this while it runs: `opens_dropped_midway_leak_no_fd`
+/// counts this process's open fds, which other tests would change.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn rt() -> LocalReactor {
     LocalReactor::new().unwrap()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 fn backend(rt: &LocalReactor) -> Backend {
@@ -119,6 +130,7 @@ fn backend(rt: &LocalReactor) -> Backend {
 
 #[test]
 fn round_trips_sizes_at_unaligned_offsets() {
+    let _serial = serial();
     let dir = TempDir::new("sizes");
     let rt = rt();
     let sizes = [0, 1, 4095, 4096, 4097, (1 << 20) + 3, 8 << 20];
@@ -164,6 +176,7 @@ fn round_trips_sizes_at_unaligned_offsets() {
 
 #[test]
 fn read_appends_to_what_the_buffer_holds() {
+    let _serial = serial();
     let dir = TempDir::new("append");
     let rt = rt();
     util::bounded(&rt, "append", async {
@@ -182,6 +195,7 @@ fn read_appends_to_what_the_buffer_holds() {
 
 #[test]
 fn errors_are_the_kernels() {
+    let _serial = serial();
     let dir = TempDir::new("errors");
     let rt = rt();
     util::bounded(&rt, "errors", async {
@@ -218,8 +232,11 @@ fn errors_are_the_kernels() {
 
 #[test]
 fn metadata_rename_remove_create_dir() {
+    let _serial = serial();
     let dir = TempDir::new("paths");
     let rt = rt();
+    let features = rt.block_on(async { tally::reactor().features() });
+    println!("backend {:?}; file ops on the ring: {}", backend(&rt), features.file_ops);
     util::bounded(&rt, "path helpers", async {
         let before = SystemTime::now() - Duration::from_secs(5);
         let a = dir.path("a");
@@ -268,6 +285,7 @@ impl ModeBits for std::fs::Permissions {
 
 #[test]
 fn set_len_and_sync() {
+    let _serial = serial();
     let dir = TempDir::new("set-len");
     let rt = rt();
     util::bounded(&rt, "set_len", async {
@@ -295,6 +313,7 @@ fn set_len_and_sync() {
 /// must neither lose nor mix up the others' completions.
 #[test]
 fn many_reads_in_flight_on_one_file() {
+    let _serial = serial();
     let dir = TempDir::new("many");
     let rt = rt();
     let path = dir.path("f");
@@ -351,6 +370,7 @@ fn many_reads_in_flight_on_one_file() {
 /// kernel's completion is reaped, frees it then, and keeps nothing else.
 #[test]
 fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
+    let _serial = serial();
     let dir = TempDir::new("dropped");
     let rt = rt();
     let path = dir.path("f");
@@ -399,4 +419,48 @@ fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
     let (res, buf) = util::bounded(&rt, "after", file.read_at(Vec::with_capacity(10), 3));
     assert_eq!(res.unwrap(), 10);
     assert!(buf[..] == pattern(CAP, 5)[3..13]);
+}
+
+/// Opens dropped at every stage (before their first poll, after it, and
+/// mid-flight among others that finish) close every fd they made, on
+/// either backend (on epoll an open runs on the blocking pool, and its fd
+/// is closed when the detached job's result is dropped).
+#[test]
+fn opens_dropped_midway_leak_no_fd() {
+    let _serial = serial();
+    let dir = TempDir::new("open-drop");
+    let rt = rt();
+    let path = dir.path("f");
+    util::bounded(&rt, "set up", fs::write(&path, b"x")).unwrap();
+    // Warm: the blocking pool's threads and the reactor's tables.
+    drop(util::bounded(&rt, "warm", File::open(&path)).unwrap());
+    let before = open_fds();
+    util::bounded(&rt, "opens", async {
+        let mut calls: Vec<Pin<Box<dyn Future<Output = io::Result<File>>>>> = Vec::new();
+        for _ in 0..40 {
+            calls.push(Box::pin(File::open(&path)));
+        }
+        let firsts: Vec<_> = calls.iter_mut().take(30).map(util::poll_once).collect();
+        drop(firsts);
+        let mut kept = Vec::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            if i % 3 == 0 {
+                kept.push(call);
+            }
+        }
+        for call in kept {
+            let file = call.await.unwrap();
+            assert!(file.metadata().await.unwrap().is_file());
+        }
+    });
+    let mut now = open_fds();
+    for _ in 0..200 {
+        if now <= before {
+            break;
+        }
+        util::crank(&rt);
+        std::thread::sleep(Duration::from_millis(5));
+        now = open_fds();
+    }
+    assert!(now <= before, "{} fds left open by dropped opens", now - before);
 }
