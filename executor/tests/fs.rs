@@ -464,3 +464,60 @@ fn opens_dropped_midway_leak_no_fd() {
     }
     assert!(now <= before, "{} fds left open by dropped opens", now - before);
 }
+
+/// At the reactor's level: an open's fd is lent to the drain that delivers
+/// it, as an accept's is: taken with `take_fd` it is the caller's; left
+/// untaken, the registration's next drain closes it. Statx hands its
+/// status back through `reclaim`, and a missing path is `-ENOENT`.
+#[test]
+fn an_open_completion_lends_its_fd() {
+    let _serial = serial();
+    let dir = TempDir::new("lent");
+    let rt = rt();
+    let path = dir.path("f");
+    std::fs::write(&path, b"lent").unwrap();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    util::bounded(&rt, "lent fds", async {
+        let reg = tally::reactor().register();
+        let next_completion = || async {
+            loop {
+                for packet in reg.packets().await {
+                    if let Some(c) = packet.as_completion() {
+                        return c;
+                    }
+                }
+            }
+        };
+        let before = open_fds();
+        reg.submit(tally::Op::open_at(libc::AT_FDCWD, c_path.clone(), libc::O_RDONLY, 0)).unwrap();
+        let c = next_completion().await;
+        assert!(c.result >= 0, "open: {}", c.result);
+        assert_eq!(c.accepted_fd(), Some(c.result));
+        assert_eq!(open_fds(), before + 1, "the fd is open while lent");
+        // Not taken: the next drain closes it.
+        let _ = reg.try_drain();
+        assert_eq!(open_fds(), before, "an untaken open's fd is closed at the next drain");
+
+        reg.submit(tally::Op::open_at(libc::AT_FDCWD, c_path.clone(), libc::O_RDONLY, 0)).unwrap();
+        let c = next_completion().await;
+        let fd = reg.take_fd(&c).expect("the fd, taken");
+        let _ = reg.try_drain();
+        assert_eq!(open_fds(), before + 1, "a taken fd stays open");
+        drop(fd);
+
+        let op = tally::Op::statx(libc::AT_FDCWD, c_path.clone(), 0, libc::STATX_SIZE, Vec::new());
+        let id = reg.submit(op).unwrap();
+        let c = next_completion().await;
+        assert_eq!(c.result, 0);
+        let buf = reg.reclaim(id).expect("statx's buffer");
+        assert_eq!(buf.len(), std::mem::size_of::<libc::statx>());
+        // SAFETY: a successful statx wrote a whole `struct statx` there.
+        let st = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<libc::statx>()) };
+        assert_eq!(st.stx_size, 4);
+
+        let missing = std::ffi::CString::new(dir.path("missing").to_str().unwrap()).unwrap();
+        reg.submit(tally::Op::open_at(libc::AT_FDCWD, missing, libc::O_RDONLY, 0)).unwrap();
+        let c = next_completion().await;
+        assert_eq!((c.result, c.accepted_fd()), (-libc::ENOENT, None));
+    });
+}
