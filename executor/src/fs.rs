@@ -32,6 +32,9 @@
 //!   system (open, fsync, statx, unlink, rename, mkdir, ftruncate) runs on
 //!   the blocking pool ([`task::spawn_blocking`](crate::task::spawn_blocking)).
 //!
+//! Everything here runs inside a tally executor, and panics outside one
+//! (the futures when first polled), as tally's sockets do.
+//!
 //! A [`File`] is closed when dropped: on io_uring through the ring, after
 //! every operation already queued for it; on epoll (or while a blocking
 //! job still uses the fd) by the last owner of the fd.
@@ -260,11 +263,15 @@ impl File {
         OpenOptions::new().write(true).create(true).truncate(true).open(path).await
     }
 
-    /// Wraps an open file. Must run inside an executor.
+    /// Wraps an open file.
     ///
     /// # Errors
     ///
     /// None today; fallible so that a future check can be added.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a running tally executor.
     pub fn from_fd(fd: OwnedFd) -> io::Result<File> {
         let exec = context::current();
         let ring = match exec.reactor.metrics().backend {
