@@ -178,27 +178,14 @@ pub(crate) enum OpKind {
         fd: RawFd,
         datasync: bool,
     },
-    /// The kernel writes a `struct statx` into `buf`'s spare capacity,
-    /// which is at least that big.
-    Statx {
-        dir: RawFd,
-        path: CString,
-        flags: i32,
-        mask: u32,
-        buf: Vec<u8>,
-    },
+    /// Boxed, as is a rename's: the two would make every op slot bigger.
+    Statx(Box<StatxArgs>),
     UnlinkAt {
         dir: RawFd,
         path: CString,
         flags: i32,
     },
-    RenameAt {
-        old_dir: RawFd,
-        old: CString,
-        new_dir: RawFd,
-        new: CString,
-        flags: u32,
-    },
+    RenameAt(Box<RenameArgs>),
     MkdirAt {
         dir: RawFd,
         path: CString,
@@ -208,6 +195,25 @@ pub(crate) enum OpKind {
         fd: RawFd,
         len: u64,
     },
+}
+
+/// A statx's arguments. The kernel writes a `struct statx` into `buf`'s
+/// spare capacity, which is at least that big.
+pub(crate) struct StatxArgs {
+    pub(crate) dir: RawFd,
+    pub(crate) path: CString,
+    pub(crate) flags: i32,
+    pub(crate) mask: u32,
+    pub(crate) buf: Vec<u8>,
+}
+
+/// A rename's arguments.
+pub(crate) struct RenameArgs {
+    pub(crate) old_dir: RawFd,
+    pub(crate) old: CString,
+    pub(crate) new_dir: RawFd,
+    pub(crate) new: CString,
+    pub(crate) flags: u32,
 }
 
 /// The bytes a statx op writes: one `struct statx`.
@@ -356,7 +362,7 @@ impl Op {
     pub fn statx(dir: RawFd, path: CString, flags: i32, mask: u32, mut buf: Vec<u8>) -> Op {
         buf.clear();
         buf.reserve(STATX_BYTES);
-        Op { kind: OpKind::Statx { dir, path, flags, mask, buf } }
+        Op { kind: OpKind::Statx(Box::new(StatxArgs { dir, path, flags, mask, buf })) }
     }
 
     /// Removes `path` relative to `dir`, like `unlinkat(2)` (`flags`
@@ -368,7 +374,8 @@ impl Op {
     /// Renames `old` (relative to `old_dir`) to `new` (relative to
     /// `new_dir`), like `renameat2(2)` with `flags`.
     pub fn rename_at(old_dir: RawFd, old: CString, new_dir: RawFd, new: CString, flags: u32) -> Op {
-        Op { kind: OpKind::RenameAt { old_dir, old, new_dir, new, flags } }
+        let args = RenameArgs { old_dir, old, new_dir, new, flags };
+        Op { kind: OpKind::RenameAt(Box::new(args)) }
     }
 
     /// Makes directory `path` relative to `dir` with `mode`, like
@@ -420,9 +427,9 @@ impl OpKind {
             OpKind::RecvMulti { .. } => "recv_multi",
             OpKind::OpenAt { .. } => "open_at",
             OpKind::Fsync { .. } => "fsync",
-            OpKind::Statx { .. } => "statx",
+            OpKind::Statx(_) => "statx",
             OpKind::UnlinkAt { .. } => "unlink_at",
-            OpKind::RenameAt { .. } => "rename_at",
+            OpKind::RenameAt(_) => "rename_at",
             OpKind::MkdirAt { .. } => "mkdir_at",
             OpKind::Ftruncate { .. } => "ftruncate",
         }
@@ -445,9 +452,9 @@ impl OpKind {
             OpKind::Poll { .. } => OpTag::Poll,
             OpKind::OpenAt { .. } => OpTag::Open,
             OpKind::Fsync { .. } => OpTag::Fsync,
-            OpKind::Statx { .. } => OpTag::Statx,
+            OpKind::Statx(_) => OpTag::Statx,
             OpKind::UnlinkAt { .. } => OpTag::Unlink,
-            OpKind::RenameAt { .. } => OpTag::Rename,
+            OpKind::RenameAt(_) => OpTag::Rename,
             OpKind::MkdirAt { .. } => OpTag::Mkdir,
             OpKind::Ftruncate { .. } => OpTag::Ftruncate,
         }
@@ -499,7 +506,7 @@ impl OpKind {
                 | OpKind::Write { .. }
                 | OpKind::Recv { .. }
                 | OpKind::Send { .. }
-                | OpKind::Statx { .. }
+                | OpKind::Statx(_)
         )
     }
 
@@ -518,7 +525,8 @@ impl OpKind {
                 Some(buf)
             }
             OpKind::Write { buf, .. } | OpKind::Send { buf, .. } => Some(buf),
-            OpKind::Statx { mut buf, .. } => {
+            OpKind::Statx(args) => {
+                let mut buf = args.buf;
                 if result == 0 {
                     // SAFETY: a successful statx wrote one whole `struct
                     // statx` at the start of the spare capacity, which `Op::statx`
@@ -573,5 +581,20 @@ impl From<SocketAddr> for RawAddr {
             }
         };
         RawAddr { storage, len: len as libc::socklen_t }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An op lives in every slot of the reactor's op slab: the file ops'
+    /// bigger arguments are boxed so that they do not grow it.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn op_kind_stays_small() {
+        assert!(
+            std::mem::size_of::<super::OpKind>() <= 40,
+            "{}",
+            std::mem::size_of::<super::OpKind>()
+        );
     }
 }

@@ -39,7 +39,7 @@ use tally_packets::Token;
 
 use super::buffers::{BufPool, Feed};
 use super::{Cqe, Features, poll_mask};
-use crate::op::{KernelTimespec, OpKind};
+use crate::op::{KernelTimespec, OpKind, RenameArgs, StatxArgs};
 
 /// Completions one multishot operation makes per readiness edge before it
 /// lets the others run (io_uring retries a multishot recv up to 32 times).
@@ -311,9 +311,9 @@ impl Epoll {
             }
             OpKind::OpenAt { .. }
             | OpKind::Fsync { .. }
-            | OpKind::Statx { .. }
+            | OpKind::Statx(_)
             | OpKind::UnlinkAt { .. }
-            | OpKind::RenameAt { .. }
+            | OpKind::RenameAt(_)
             | OpKind::MkdirAt { .. }
             | OpKind::Ftruncate { .. } => return self.post(ud, file_op(kind), 0),
         };
@@ -744,7 +744,8 @@ fn file_op(kind: &mut OpKind) -> i32 {
         OpKind::Fsync { fd, datasync: true } => unsafe { libc::fdatasync(*fd) },
         // SAFETY: as above.
         OpKind::Fsync { fd, datasync: false } => unsafe { libc::fsync(*fd) },
-        OpKind::Statx { dir, path, flags, mask, buf } => {
+        OpKind::Statx(args) => {
+            let StatxArgs { dir, path, flags, mask, buf } = &mut **args;
             let out = buf.spare_capacity_mut().as_mut_ptr().cast::<libc::statx>();
             // SAFETY: see above.
             unsafe { libc::statx(*dir, path.as_ptr(), *flags, *mask, out) }
@@ -753,7 +754,8 @@ fn file_op(kind: &mut OpKind) -> i32 {
             // SAFETY: see above.
             unsafe { libc::unlinkat(*dir, path.as_ptr(), *flags) }
         }
-        OpKind::RenameAt { old_dir, old, new_dir, new, flags } => {
+        OpKind::RenameAt(args) => {
+            let RenameArgs { old_dir, old, new_dir, new, flags } = &**args;
             // SAFETY: see above.
             unsafe { libc::renameat2(*old_dir, old.as_ptr(), *new_dir, new.as_ptr(), *flags) }
         }

@@ -14,7 +14,7 @@ use tally_packets::Token;
 pub(crate) use buf_ring::KernelRing;
 
 use super::{Cqe, Features, poll_mask};
-use crate::op::{KernelTimespec, OpKind};
+use crate::op::{KernelTimespec, OpKind, RenameArgs, StatxArgs};
 
 const _: () = assert!(
     std::mem::size_of::<KernelTimespec>() == std::mem::size_of::<Timespec>()
@@ -365,7 +365,8 @@ impl Uring {
                     };
                     self.queue(opcode::Fsync::new(Fd(*fd)).flags(flags).build(), ud)
                 }
-                OpKind::Statx { dir, path, flags, mask, buf } => {
+                OpKind::Statx(args) => {
+                    let StatxArgs { dir, path, flags, mask, buf } = &mut **args;
                     // The spare capacity holds a whole `struct statx`
                     // (`Op::statx` reserved it); the kernel writes nothing
                     // else.
@@ -378,7 +379,8 @@ impl Uring {
                     let unlink = opcode::UnlinkAt::new(Fd(*dir), path.as_ptr());
                     self.queue(unlink.flags(*flags).build(), ud)
                 }
-                OpKind::RenameAt { old_dir, old, new_dir, new, flags } => {
+                OpKind::RenameAt(args) => {
+                    let RenameArgs { old_dir, old, new_dir, new, flags } = &**args;
                     let rename = opcode::RenameAt::new(
                         Fd(*old_dir),
                         old.as_ptr(),
