@@ -1,7 +1,7 @@
 //! W8 `file`: 4 KiB reads at random page-aligned offsets of a file that
 //! sits in the page cache, 64 in flight, a bounded count per run.
 //!
-//! The file is 256 MiB and a run reads 1M pages (`--quick`: 64 MiB and
+//! The file is 256 MiB and a run reads 500k pages (`--quick`: 64 MiB and
 //! 100k reads, which keeps tokio's runs to seconds),
 //! made once under the build's `target/` folder (beside the `compare`
 //! binary; `TALLY_W8_DIR` picks another folder) and kept for later runs,
@@ -42,7 +42,7 @@ pub const IN_FLIGHT: u64 = 64;
 /// The W8 spec: the file is made (and cached) here, before any window.
 pub fn spec(cfg: Config) -> Spec {
     let size = cfg.pick(64 << 20, 256 << 20);
-    let count = cfg.pick(100_000, 1_000_000);
+    let count = cfg.pick(100_000, 500_000);
     let path = match prepare(size) {
         Ok(path) => path,
         Err(e) => {
@@ -165,6 +165,7 @@ fn tally(path: &Path, pages: u64, n: u64, backend: Backend) -> io::Result<Run> {
             task.await.map_err(io::Error::other)?;
         }
         let run = window.close(n);
+        super::debug_metrics("W8 tally", &tally::reactor());
         match failed.take() {
             Some(e) => Err(e),
             None => Ok(run),
