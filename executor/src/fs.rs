@@ -896,7 +896,7 @@ impl RingIo {
             for packet in list.drain(..) {
                 let Some(c) = packet.as_completion() else { continue };
                 // An open's fd is lent only until the next drain: take it now.
-                let fd = self.reg.take_fd(&c);
+                let fd = c.accepted_fd().and_then(|_| self.reg.take_fd(&c));
                 let Some(entry) = table.entry_mut(c.op()) else { continue };
                 if entry.done.is_none() {
                     entry.done = Some(Completed { result: c.result, fd });
