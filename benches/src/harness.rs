@@ -54,11 +54,13 @@ pub enum Engine {
     /// `tally-epoll`, so that the reactor's own layer over epoll stands
     /// against mio without the executor and stream types above it.
     TallyReactorEpoll,
+    /// A loop of `pread(2)` on one thread (W8 only): the limit.
+    Pread,
 }
 
 impl Engine {
     /// Every engine of the JSON schema, in report order.
-    pub const ALL: [Engine; 7] = [
+    pub const ALL: [Engine; 8] = [
         Engine::Tally,
         Engine::TallyEpoll,
         Engine::Mio,
@@ -66,6 +68,7 @@ impl Engine {
         Engine::TokioOnTally,
         Engine::Monoio,
         Engine::IoUring,
+        Engine::Pread,
     ];
 
     /// The engine's name in the table and the JSON.
@@ -80,6 +83,7 @@ impl Engine {
             Engine::IoUring => "io-uring",
             Engine::TallyReactor => "tally-reactor",
             Engine::TallyReactorEpoll => "tally-reactor-epoll",
+            Engine::Pread => "pread",
         }
     }
 }

@@ -168,6 +168,8 @@ pub const TARGETS: &[(&str, &str, f64)] = &[
     ("W5 churn-random 1M", "1M/1k", 0.5),
     ("W5 churn-fd 1k", "tally/mio", 1.0),
     ("W5 churn-fd 10k", "tally/mio", 1.0),
+    ("W8 file", "tally/tokio", 3.0),
+    ("W8 file", "tally/pread", 1.0),
 ];
 
 /// Everything a run of `compare` found.

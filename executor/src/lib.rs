@@ -13,6 +13,8 @@
 //! * [`LocalReactor`]: a per-thread reactor plus a task executor, with
 //!   [`spawn`], [`LocalReactor::block_on`] and [`JoinHandle`];
 //! * [`task`]: [`task::spawn_blocking`], closures run on a pool of threads;
+//! * [`fs`]: files with positional I/O on owned buffers, ring operations
+//!   on io_uring and the blocking pool on epoll;
 //! * [`time`]: sleeps, timeouts and intervals, one kernel timeout per crank;
 //! * [`net`]: TCP, UDP and Unix sockets with `futures-io` traits (and, with
 //!   the `tokio-io` feature, tokio's `AsyncRead`/`AsyncWrite`, so tokio-util
@@ -55,6 +57,7 @@
 mod blocking;
 mod context;
 mod executor;
+pub mod fs;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub mod net;

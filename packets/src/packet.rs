@@ -180,6 +180,21 @@ pub enum OpTag {
     /// A poll for readiness (its edges arrive as signal packets; a
     /// completion packet reports how it ended).
     Poll,
+    /// An open: a non-negative result is a new fd, lent to the drainer as
+    /// an accept's is.
+    Open,
+    /// An fsync or fdatasync.
+    Fsync,
+    /// A statx: the status is in the op's buffer.
+    Statx,
+    /// An unlink (of a file or an empty directory).
+    Unlink,
+    /// A rename.
+    Rename,
+    /// A mkdir.
+    Mkdir,
+    /// An ftruncate.
+    Ftruncate,
 }
 
 /// A provided buffer named by a completion: its group, its id in the group,
@@ -302,11 +317,15 @@ impl CompletionPacket {
         }
     }
 
-    /// The new fd a successful accept's result is, lent to whoever drained
-    /// the packet.
+    /// The new fd a successful accept's (or open's) result is, lent to
+    /// whoever drained the packet.
     #[inline]
     pub const fn accepted_fd(&self) -> Option<i32> {
-        if matches!(self.tag, OpTag::Accept) && self.result >= 0 { Some(self.result) } else { None }
+        if matches!(self.tag, OpTag::Accept | OpTag::Open) && self.result >= 0 {
+            Some(self.result)
+        } else {
+            None
+        }
     }
 }
 

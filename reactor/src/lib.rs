@@ -60,7 +60,7 @@ mod sys;
 pub use buffers::RecvBuf;
 pub use config::{Backend, Fallback};
 pub use metrics::Metrics;
-pub use op::{BufGroup, Cancel, Op, OpId, RawAddr};
+pub use op::{BufGroup, Cancel, Op, OpId, RawAddr, STATX_BYTES};
 pub use reactor::{Builder, Reactor};
 pub use registration::{Packets, Registration};
 #[cfg(loom)]

@@ -16,6 +16,7 @@
 //! nothing of the new file. [`Op::close`] on the same reactor also works:
 //! the close runs after every SQE already queued for the fd.
 
+use std::ffi::CString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
@@ -166,7 +167,57 @@ pub(crate) enum OpKind {
         fd: RawFd,
         group: BufGroup,
     },
+    /// The path lives on the heap, so it stays put when the op moves.
+    OpenAt {
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+        mode: u32,
+    },
+    Fsync {
+        fd: RawFd,
+        datasync: bool,
+    },
+    /// Boxed, as is a rename's: the two would make every op slot bigger.
+    Statx(Box<StatxArgs>),
+    UnlinkAt {
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+    },
+    RenameAt(Box<RenameArgs>),
+    MkdirAt {
+        dir: RawFd,
+        path: CString,
+        mode: u32,
+    },
+    Ftruncate {
+        fd: RawFd,
+        len: u64,
+    },
 }
+
+/// A statx's arguments. The kernel writes a `struct statx` into `buf`'s
+/// spare capacity, which is at least that big.
+pub(crate) struct StatxArgs {
+    pub(crate) dir: RawFd,
+    pub(crate) path: CString,
+    pub(crate) flags: i32,
+    pub(crate) mask: u32,
+    pub(crate) buf: Vec<u8>,
+}
+
+/// A rename's arguments.
+pub(crate) struct RenameArgs {
+    pub(crate) old_dir: RawFd,
+    pub(crate) old: CString,
+    pub(crate) new_dir: RawFd,
+    pub(crate) new: CString,
+    pub(crate) flags: u32,
+}
+
+/// The bytes a statx op writes: one `struct statx`.
+pub const STATX_BYTES: usize = std::mem::size_of::<libc::statx>();
 
 /// A relative time in the kernel's `struct __kernel_timespec` layout, which
 /// the kernel reads for a timeout (io_uring's, or a timerfd's). Boxed in
@@ -284,6 +335,68 @@ impl Op {
         Op { kind: OpKind::RecvMulti { fd, group } }
     }
 
+    /// Opens `path` relative to directory `dir` (`libc::AT_FDCWD` for the
+    /// working directory), like `openat(2)` with `flags` and `mode`.
+    /// `O_CLOEXEC` is always added. A successful completion's result is
+    /// the new fd, lent to the drainer as an accept's is: take it with
+    /// [`Registration::take_fd`](crate::Registration::take_fd), or the next
+    /// drain closes it.
+    pub fn open_at(dir: RawFd, path: CString, flags: i32, mode: u32) -> Op {
+        Op { kind: OpKind::OpenAt { dir, path, flags: flags | libc::O_CLOEXEC, mode } }
+    }
+
+    /// Flushes `fd`'s data and metadata to storage, like `fsync(2)`; with
+    /// `datasync`, only what reading the data back needs, like
+    /// `fdatasync(2)`.
+    pub fn fsync(fd: RawFd, datasync: bool) -> Op {
+        Op { kind: OpKind::Fsync { fd, datasync } }
+    }
+
+    /// Reads the status of `path` relative to `dir`, like `statx(2)` with
+    /// `flags` (`libc::AT_EMPTY_PATH` and an empty path for `dir` itself)
+    /// and `mask`. The kernel writes one `struct statx` ([`STATX_BYTES`]
+    /// bytes) into `buf`, whose capacity grows to that first if it must:
+    /// [`Registration::reclaim`](crate::Registration::reclaim) hands it
+    /// back holding exactly those bytes after a successful completion, and
+    /// empty otherwise.
+    pub fn statx(dir: RawFd, path: CString, flags: i32, mask: u32, mut buf: Vec<u8>) -> Op {
+        buf.clear();
+        buf.reserve(STATX_BYTES);
+        Op { kind: OpKind::Statx(Box::new(StatxArgs { dir, path, flags, mask, buf })) }
+    }
+
+    /// Removes `path` relative to `dir`, like `unlinkat(2)` (`flags`
+    /// `libc::AT_REMOVEDIR` removes an empty directory).
+    pub fn unlink_at(dir: RawFd, path: CString, flags: i32) -> Op {
+        Op { kind: OpKind::UnlinkAt { dir, path, flags } }
+    }
+
+    /// Renames `old` (relative to `old_dir`) to `new` (relative to
+    /// `new_dir`), like `renameat2(2)` with `flags`.
+    pub fn rename_at(old_dir: RawFd, old: CString, new_dir: RawFd, new: CString, flags: u32) -> Op {
+        let args = RenameArgs { old_dir, old, new_dir, new, flags };
+        Op { kind: OpKind::RenameAt(Box::new(args)) }
+    }
+
+    /// Makes directory `path` relative to `dir` with `mode`, like
+    /// `mkdirat(2)`.
+    pub fn mkdir_at(dir: RawFd, path: CString, mode: u32) -> Op {
+        Op { kind: OpKind::MkdirAt { dir, path, mode } }
+    }
+
+    /// Sets the length of file `fd` to `len`, like `ftruncate(2)`. On
+    /// io_uring it needs Linux 6.9 ([`Features::ftruncate`](crate::Features::ftruncate)).
+    pub fn ftruncate(fd: RawFd, len: u64) -> Op {
+        Op { kind: OpKind::Ftruncate { fd, len } }
+    }
+
+    /// The buffer the op owns (a read's, a write's, a statx's), for an op
+    /// that was never submitted: [`Registration::submit_or_return`](crate::Registration::submit_or_return)
+    /// hands a refused op back so that its buffer is not lost.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        self.kind.into_buffer(-1)
+    }
+
     /// A short name, for logs and `Debug`.
     pub fn name(&self) -> &'static str {
         self.kind.name()
@@ -312,6 +425,13 @@ impl OpKind {
             OpKind::Poll { multishot: false, .. } => "poll",
             OpKind::Poll { multishot: true, .. } => "poll_multi",
             OpKind::RecvMulti { .. } => "recv_multi",
+            OpKind::OpenAt { .. } => "open_at",
+            OpKind::Fsync { .. } => "fsync",
+            OpKind::Statx(_) => "statx",
+            OpKind::UnlinkAt { .. } => "unlink_at",
+            OpKind::RenameAt(_) => "rename_at",
+            OpKind::MkdirAt { .. } => "mkdir_at",
+            OpKind::Ftruncate { .. } => "ftruncate",
         }
     }
 
@@ -330,6 +450,13 @@ impl OpKind {
             OpKind::Shutdown { .. } => OpTag::Shutdown,
             OpKind::Timeout { .. } => OpTag::Timeout,
             OpKind::Poll { .. } => OpTag::Poll,
+            OpKind::OpenAt { .. } => OpTag::Open,
+            OpKind::Fsync { .. } => OpTag::Fsync,
+            OpKind::Statx(_) => OpTag::Statx,
+            OpKind::UnlinkAt { .. } => OpTag::Unlink,
+            OpKind::RenameAt(_) => OpTag::Rename,
+            OpKind::MkdirAt { .. } => OpTag::Mkdir,
+            OpKind::Ftruncate { .. } => OpTag::Ftruncate,
         }
     }
 
@@ -368,14 +495,18 @@ impl OpKind {
     /// Whether a successful completion's result is an fd the receiver owns
     /// (the rule `CompletionPacket::accepted_fd` applies to packets).
     pub(crate) fn yields_fd(&self) -> bool {
-        self.tag() == OpTag::Accept
+        matches!(self.tag(), OpTag::Accept | OpTag::Open)
     }
 
     /// Whether the caller gets something back with `reclaim`.
     pub(crate) fn has_buffer(&self) -> bool {
         matches!(
             self,
-            OpKind::Read { .. } | OpKind::Write { .. } | OpKind::Recv { .. } | OpKind::Send { .. }
+            OpKind::Read { .. }
+                | OpKind::Write { .. }
+                | OpKind::Recv { .. }
+                | OpKind::Send { .. }
+                | OpKind::Statx(_)
         )
     }
 
@@ -394,6 +525,16 @@ impl OpKind {
                 Some(buf)
             }
             OpKind::Write { buf, .. } | OpKind::Send { buf, .. } => Some(buf),
+            OpKind::Statx(args) => {
+                let mut buf = args.buf;
+                if result == 0 {
+                    // SAFETY: a successful statx wrote one whole `struct
+                    // statx` at the start of the spare capacity, which `Op::statx`
+                    // made at least that big (and `buf` was empty).
+                    unsafe { buf.set_len(STATX_BYTES) };
+                }
+                Some(buf)
+            }
             _ => None,
         }
     }
@@ -440,5 +581,20 @@ impl From<SocketAddr> for RawAddr {
             }
         };
         RawAddr { storage, len: len as libc::socklen_t }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An op lives in every slot of the reactor's op slab: the file ops'
+    /// bigger arguments are boxed so that they do not grow it.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn op_kind_stays_small() {
+        assert!(
+            std::mem::size_of::<super::OpKind>() <= 40,
+            "{}",
+            std::mem::size_of::<super::OpKind>()
+        );
     }
 }

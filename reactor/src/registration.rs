@@ -102,6 +102,18 @@ impl Registration {
         self.inner.core.borrow_mut().submit(self.token, op)
     }
 
+    /// As [`submit`](Self::submit), but an op the reactor refuses comes
+    /// back with the error, unsubmitted, so that what it owns (a buffer:
+    /// [`Op::into_buffer`]) is not lost.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit), with the op.
+    #[inline]
+    pub fn submit_or_return(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
+        self.inner.core.borrow_mut().submit_or_return(self.token, op)
+    }
+
     /// Cancels operation `op`: no packet for it is delivered after this.
     /// Completions of it that already arrived but were not yet drained are
     /// handed back in the answer, which also says whether the op was still

@@ -10,13 +10,13 @@
 //!
 //! * `--quick`: smaller counts and 3 repetitions (under two minutes on two
 //!   cores); without it, full counts and 7 repetitions (under fifteen).
-//! * `--only`: a comma-separated list of workloads (`W0` … `W6`, `W3M` for
+//! * `--only`: a comma-separated list of workloads (`W0` … `W6`, `W8`, `W3M` for
 //!   W3-many, 64 pingpong pairs at once, `W4MT` for W4 echo 2-workers,
 //!   every server on two threads, and `mem` for bytes per registration).
 //!   `W4` does not include `W4MT`. `W5` runs its three patterns: `churn (fd-less)`,
 //!   `churn-random` and `churn-fd`.
 //! * `--engines`: run only these engines (`tally,tally-epoll,tally-reactor,
-//!   tally-reactor-epoll,mio,tokio,monoio,io-uring`), for profiling one side.
+//!   tally-reactor-epoll,mio,tokio,monoio,io-uring,pread`), for profiling one side.
 //! * `--json PATH`: the results in the schema.
 //! * `--plot PATH.svg`: the ratios as a bar chart.
 //!
@@ -36,8 +36,8 @@ use tally_benches::plot;
 use tally_benches::report::{Report, WorkloadResult, pairwise, utc_date};
 use tally_benches::sys::{self, Machine};
 use tally_benches::workloads::{
-    Config, churn, echo, echo_mt, fan_in, footprint, nop, pingpong, pingpong_many, signal_flood,
-    timers,
+    Config, churn, echo, echo_mt, fan_in, file, footprint, nop, pingpong, pingpong_many,
+    signal_flood, timers,
 };
 
 #[global_allocator]
@@ -53,7 +53,7 @@ struct Args {
     plot: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: compare [--quick] [--only W0,W1,...,W6,W3M,W4MT,mem] [--engines tally,...] [--json PATH] [--plot PATH.svg]";
+const USAGE: &str = "usage: compare [--quick] [--only W0,W1,...,W6,W8,W3M,W4MT,mem] [--engines tally,...] [--json PATH] [--plot PATH.svg]";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut out = Args::default();
@@ -248,6 +248,10 @@ fn run(args: &Args) -> std::io::Result<()> {
                 }
             }
         }
+    }
+    if args.wants("W8") {
+        let m = bench.measure(file::spec(cfg));
+        record(&m, &mut workloads);
     }
     if args.wants("W6") {
         let m = bench.measure(timers::spec(cfg));

@@ -14,6 +14,7 @@
 //! | [`churn`] | W5 `churn (fd-less)`, `churn-random` | tally, mio, tokio |
 //! | [`churn`] | W5 `churn-fd` | tally, tally-epoll, mio, tokio |
 //! | [`timers`] | W6 `timers` | tally, tally-epoll, mio, tokio |
+//! | [`file`](mod@file) | W8 `file`: 4 KiB random reads of a cached file, 64 in flight | tally, tally-epoll, tokio, pread |
 //! | [`footprint`] | bytes per idle registration | tally, mio, tokio |
 //!
 //! A `tally-epoll` case is its workload's `tally` case, the same code, on a
@@ -26,6 +27,7 @@ pub mod churn;
 pub mod echo;
 pub mod echo_mt;
 pub mod fan_in;
+pub mod file;
 pub mod footprint;
 pub mod nop;
 pub mod pingpong;

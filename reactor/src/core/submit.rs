@@ -22,23 +22,34 @@ impl Core {
     /// Submits `op` for registration `reg`.
     #[inline]
     pub(crate) fn submit(&mut self, reg: Token, op: Op) -> io::Result<OpId> {
+        self.submit_or_return(reg, op).map_err(|(e, _)| e)
+    }
+
+    /// Submits `op` for registration `reg`, or hands it back, unsubmitted
+    /// and with everything it owns, with the reason.
+    #[inline]
+    pub(crate) fn submit_or_return(&mut self, reg: Token, op: Op) -> Result<OpId, (io::Error, Op)> {
         let Some(slot) = self.regs.get_mut(reg) else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "the registration is gone"));
+            return Err((io::Error::new(io::ErrorKind::NotFound, "the registration is gone"), op));
         };
         if let Some(group) = op.kind.buf_group() {
             if self.driver.buf_ring(group.0).is_none() {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "unknown buffer group"));
+                let e = io::Error::new(io::ErrorKind::InvalidInput, "unknown buffer group");
+                return Err((e, op));
             }
         }
+
         let reg_index = slot.cold().map_or(0, |c| c.ops.len());
         // The slot is filled in place, field by field. Built whole and moved
         // in, the OpSlot was staged on the stack and copied out with loads
         // wider than the stores that built it, which defeats store-to-load
         // forwarding: about 7% of `turn_cost`'s time per op.
-        let Op { kind } = op;
-        let Some((token, op)) = self.ops.insert_mut(OpSlot::VACANT) else {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "operation slab exhausted"));
+        let Some((token, slab_op)) = self.ops.insert_mut(OpSlot::VACANT) else {
+            let e = io::Error::new(io::ErrorKind::OutOfMemory, "operation slab exhausted");
+            return Err((e, op));
         };
+        let Op { kind } = op;
+        let op = slab_op;
         op.reg = reg;
         op.reg_index = reg_index;
         // The vacant slot's kind is a Nop, which owns nothing: skip its drop.

@@ -18,6 +18,13 @@
 //!   fd and expects blocking I/O will see `EAGAIN`.
 //! * Regular files, which epoll cannot watch, are read and written directly,
 //!   blocking the thread for the duration of the disk I/O.
+//! * Regular files cannot be polled at all, so the file operations (open,
+//!   fsync, statx, unlink, rename, mkdir, ftruncate) are plain system calls
+//!   made inside `submit`, which posts their completion at once. That
+//!   blocks the reactor's thread for as long as the file system takes (an
+//!   fsync can take seconds), so `Features::file_ops` is false here, and
+//!   `tally::fs` sends those operations to its blocking pool instead; only
+//!   positional reads and writes, fast on the page cache, come here.
 //! * The kernel keeps no operation: everything runs on this thread, inside
 //!   `submit` (the first attempt) and `enter`.
 //! * Timeouts have millisecond resolution (`epoll_wait`), rounded up.
@@ -32,7 +39,7 @@ use tally_packets::Token;
 
 use super::buffers::{BufPool, Feed};
 use super::{Cqe, Features, poll_mask};
-use crate::op::{KernelTimespec, OpKind};
+use crate::op::{KernelTimespec, OpKind, RenameArgs, StatxArgs};
 
 /// Completions one multishot operation makes per readiness edge before it
 /// lets the others run (io_uring retries a multishot recv up to 32 times).
@@ -302,6 +309,13 @@ impl Epoll {
             OpKind::RecvMulti { fd, group } => {
                 (*fd, Work::RecvMulti { group: group.0 }, READ_EVENTS)
             }
+            OpKind::OpenAt { .. }
+            | OpKind::Fsync { .. }
+            | OpKind::Statx(_)
+            | OpKind::UnlinkAt { .. }
+            | OpKind::RenameAt(_)
+            | OpKind::MkdirAt { .. }
+            | OpKind::Ftruncate { .. } => return self.post(ud, file_op(kind), 0),
         };
         let mut op = Pending { fd, work, events, stream: false };
         let pollable = match self.prepare(fd) {
@@ -712,6 +726,51 @@ fn run(op: &mut Pending, pools: &mut [BufPool]) -> Attempt {
         }
         Work::Poll { .. } | Work::Timeout => Attempt::Wait,
     }
+}
+
+/// A file operation, made at once as a blocking system call (regular files
+/// cannot be polled): its completion result.
+fn file_op(kind: &mut OpKind) -> i32 {
+    // SAFETY (every call below): the paths are NUL-terminated `CString`s
+    // owned by the op, and a statx's output is the spare capacity of its
+    // buffer, which `Op::statx` made at least one `struct statx` long; the
+    // kernel writes nothing else.
+    let ret = match kind {
+        OpKind::OpenAt { dir, path, flags, mode } => {
+            // SAFETY: see above.
+            unsafe { libc::openat(*dir, path.as_ptr(), *flags, *mode) }
+        }
+        // SAFETY: fdatasync(2) and fsync(2) take no pointers.
+        OpKind::Fsync { fd, datasync: true } => unsafe { libc::fdatasync(*fd) },
+        // SAFETY: as above.
+        OpKind::Fsync { fd, datasync: false } => unsafe { libc::fsync(*fd) },
+        OpKind::Statx(args) => {
+            let StatxArgs { dir, path, flags, mask, buf } = &mut **args;
+            let out = buf.spare_capacity_mut().as_mut_ptr().cast::<libc::statx>();
+            // SAFETY: see above.
+            unsafe { libc::statx(*dir, path.as_ptr(), *flags, *mask, out) }
+        }
+        OpKind::UnlinkAt { dir, path, flags } => {
+            // SAFETY: see above.
+            unsafe { libc::unlinkat(*dir, path.as_ptr(), *flags) }
+        }
+        OpKind::RenameAt(args) => {
+            let RenameArgs { old_dir, old, new_dir, new, flags } = &**args;
+            // SAFETY: see above.
+            unsafe { libc::renameat2(*old_dir, old.as_ptr(), *new_dir, new.as_ptr(), *flags) }
+        }
+        OpKind::MkdirAt { dir, path, mode } => {
+            // SAFETY: see above.
+            unsafe { libc::mkdirat(*dir, path.as_ptr(), *mode) }
+        }
+        OpKind::Ftruncate { fd, len } => match libc::off_t::try_from(*len) {
+            // SAFETY: ftruncate(2) takes no pointers.
+            Ok(len) => unsafe { libc::ftruncate(*fd, len) },
+            Err(_) => return -libc::EFBIG,
+        },
+        _ => return -libc::EINVAL,
+    };
+    result(ret as isize)
 }
 
 /// Whether `fd` is a stream socket or a pipe, whose short reads mean

@@ -130,6 +130,17 @@ pub struct Features {
     /// The ring's fd is registered (`IORING_REGISTER_RING_FDS`), so each
     /// `io_uring_enter` skips the fd lookup.
     pub registered_ring: bool,
+    /// The file operations (`Op::open_at`, `fsync`, `statx`, `unlink_at`,
+    /// `rename_at`, `mkdir_at`) are the kernel's own asynchronous
+    /// operations. Optional: a ring without them is still used, and on it
+    /// those ops complete with `-EINVAL`. On epoll they are plain system
+    /// calls made inside `submit`, blocking the reactor's thread for as
+    /// long as the file system takes, and this is false: `tally::fs` then
+    /// runs them on its blocking pool instead.
+    pub file_ops: bool,
+    /// `Op::ftruncate` is a ring operation (`IORING_OP_FTRUNCATE`, Linux
+    /// 6.9). False on epoll, where it is a system call inside `submit`.
+    pub ftruncate: bool,
 }
 
 /// The backend in use, and the buffer groups its receives fill.

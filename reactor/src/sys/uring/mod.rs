@@ -14,7 +14,7 @@ use tally_packets::Token;
 pub(crate) use buf_ring::KernelRing;
 
 use super::{Cqe, Features, poll_mask};
-use crate::op::{KernelTimespec, OpKind};
+use crate::op::{KernelTimespec, OpKind, RenameArgs, StatxArgs};
 
 const _: () = assert!(
     std::mem::size_of::<KernelTimespec>() == std::mem::size_of::<Timespec>()
@@ -69,6 +69,18 @@ const REQUIRED: [(&str, u8); 12] = [
     ("TIMEOUT", opcode::Timeout::CODE),
     ("POLL_ADD", opcode::PollAdd::CODE),
     ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+];
+
+/// The file opcodes, probed as one optional feature (`Features::file_ops`):
+/// unlinkat, renameat and mkdirat arrived in 5.11 and 5.15, later than
+/// the ring itself.
+const FILE_OPS: [u8; 6] = [
+    opcode::OpenAt::CODE,
+    opcode::Fsync::CODE,
+    opcode::Statx::CODE,
+    opcode::UnlinkAt::CODE,
+    opcode::RenameAt::CODE,
+    opcode::MkDirAt::CODE,
 ];
 
 /// `IORING_ENTER_GETEVENTS`: run deferred task work and post completions.
@@ -178,6 +190,8 @@ impl Uring {
                 && params.is_feature_fast_poll(),
             buf_ring: probe.is_supported(opcode::Socket::CODE),
             registered_ring: false,
+            file_ops: FILE_OPS.iter().all(|code| probe.is_supported(*code)),
+            ftruncate: probe.is_supported(opcode::Ftruncate::CODE),
         };
         let registered_ring = if defer { register_ring_fd(ring.as_raw_fd()) } else { None };
         let features = Features { registered_ring: registered_ring.is_some(), ..features };
@@ -338,6 +352,49 @@ impl Uring {
                 }
                 OpKind::RecvMulti { fd, group } => {
                     self.queue(opcode::RecvMulti::new(Fd(*fd), group.0).build(), ud)
+                }
+                OpKind::OpenAt { dir, path, flags, mode } => {
+                    let open = opcode::OpenAt::new(Fd(*dir), path.as_ptr());
+                    self.queue(open.flags(*flags).mode(*mode).build(), ud)
+                }
+                OpKind::Fsync { fd, datasync } => {
+                    let flags = if *datasync {
+                        io_uring::types::FsyncFlags::DATASYNC
+                    } else {
+                        io_uring::types::FsyncFlags::empty()
+                    };
+                    self.queue(opcode::Fsync::new(Fd(*fd)).flags(flags).build(), ud)
+                }
+                OpKind::Statx(args) => {
+                    let StatxArgs { dir, path, flags, mask, buf } = &mut **args;
+                    // The spare capacity holds a whole `struct statx`
+                    // (`Op::statx` reserved it); the kernel writes nothing
+                    // else.
+                    let out =
+                        buf.spare_capacity_mut().as_mut_ptr().cast::<io_uring::types::statx>();
+                    let statx = opcode::Statx::new(Fd(*dir), path.as_ptr(), out);
+                    self.queue(statx.flags(*flags).mask(*mask).build(), ud)
+                }
+                OpKind::UnlinkAt { dir, path, flags } => {
+                    let unlink = opcode::UnlinkAt::new(Fd(*dir), path.as_ptr());
+                    self.queue(unlink.flags(*flags).build(), ud)
+                }
+                OpKind::RenameAt(args) => {
+                    let RenameArgs { old_dir, old, new_dir, new, flags } = &**args;
+                    let rename = opcode::RenameAt::new(
+                        Fd(*old_dir),
+                        old.as_ptr(),
+                        Fd(*new_dir),
+                        new.as_ptr(),
+                    );
+                    self.queue(rename.flags(*flags).build(), ud)
+                }
+                OpKind::MkdirAt { dir, path, mode } => {
+                    let mkdir = opcode::MkDirAt::new(Fd(*dir), path.as_ptr());
+                    self.queue(mkdir.mode(*mode).build(), ud)
+                }
+                OpKind::Ftruncate { fd, len } => {
+                    self.queue(opcode::Ftruncate::new(Fd(*fd), *len).build(), ud)
                 }
             }
         }

@@ -1,0 +1,951 @@
+//! Files: [`File`], [`OpenOptions`], [`Metadata`], and the path helpers
+//! [`read`], [`write()`], [`remove_file`], [`remove_dir`], [`rename`], [`create_dir`] and
+//! [`metadata`].
+//!
+//! # Owned buffers
+//!
+//! Positional I/O takes a `Vec<u8>` by value and hands it back with the
+//! result, as tokio-uring and monoio do: `read_at(buf, pos)` reads into the
+//! vector's spare capacity (`capacity - len` bytes) and returns it with
+//! the bytes read appended; `write_at(buf, pos)` writes `buf[..]`. The
+//! kernel may write into a read's buffer until the read's final
+//! completion, so the buffer lives in the reactor's operation slab from
+//! submission on: a read or write future dropped before it completes
+//! cancels the operation, and the reactor frees the buffer only once the
+//! kernel has let go of it. A submission the reactor refuses hands the
+//! caller's buffer back with the error, never an empty one.
+//!
+//! # Backends
+//!
+//! * **io_uring.** Reads and writes are ring operations, and so are open,
+//!   fsync, statx, unlink, rename and mkdir when the kernel has them
+//!   ([`Features::file_ops`](tally_reactor::Features::file_ops)), and
+//!   `set_len` with [`Features::ftruncate`](tally_reactor::Features::ftruncate).
+//!   Many reads in flight on one file share its one registration: each
+//!   waiting call keeps its waker beside its op, and whichever drains the
+//!   registration hands the others their results.
+//! * **epoll**, which cannot wait on a regular file. Positional reads and
+//!   writes are plain `pread(2)`/`pwrite(2)` calls made when the future is
+//!   first polled: fast on the page cache, and blocking the thread for a
+//!   read that must go to the disk, exactly as the epoll backend's own
+//!   reads of regular files do. Everything that may be slow on any file
+//!   system (open, fsync, statx, unlink, rename, mkdir, ftruncate) runs on
+//!   the blocking pool ([`task::spawn_blocking`](crate::task::spawn_blocking)).
+//!
+//! Everything here runs inside a tally executor, and panics outside one
+//! (the futures when first polled), as tally's sockets do.
+//!
+//! A [`File`] is closed when dropped: on io_uring through the ring, after
+//! every operation already queued for it; on epoll (or while a blocking
+//! job still uses the fd) by the last owner of the fd.
+//!
+//! # Example
+//!
+//! ```
+//! let rt = tally::LocalReactor::new().unwrap();
+//! let dir = std::env::temp_dir().join(format!("tally-fs-doc-{}", std::process::id()));
+//! rt.block_on(async {
+//!     tally::fs::create_dir(&dir).await.unwrap();
+//!     let path = dir.join("hello");
+//!     tally::fs::write(&path, b"hello, file").await.unwrap();
+//!     let file = tally::fs::File::open(&path).await.unwrap();
+//!     let (n, buf) = file.read_at(Vec::with_capacity(5), 7).await;
+//!     assert_eq!((n.unwrap(), &buf[..]), (4, &b"file"[..]));
+//!     assert_eq!(file.metadata().await.unwrap().len(), 11);
+//!     tally::fs::remove_file(&path).await.unwrap();
+//!     tally::fs::remove_dir(&dir).await.unwrap();
+//! });
+//! ```
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use tally_reactor::{Backend, Cancel, Op, OpId, PacketList, Registration, STATX_BYTES};
+
+use crate::context;
+use crate::sys::syscall;
+
+/// The status bits every metadata call asks statx for.
+const STATX_MASK: u32 = libc::STATX_BASIC_STATS;
+
+/// Options for opening a file, as `std::fs::OpenOptions` has them.
+///
+/// ```
+/// # let rt = tally::LocalReactor::new().unwrap();
+/// # let path = std::env::temp_dir().join(format!("tally-open-doc-{}", std::process::id()));
+/// # rt.block_on(async {
+/// let file = tally::fs::OpenOptions::new().write(true).create(true).open(&path).await.unwrap();
+/// # drop(file);
+/// # tally::fs::remove_file(&path).await.unwrap();
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
+    mode: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// No access asked for yet; new files get mode `0o666` (less the umask).
+    pub fn new() -> OpenOptions {
+        OpenOptions {
+            read: false,
+            write: false,
+            append: false,
+            truncate: false,
+            create: false,
+            create_new: false,
+            mode: 0o666,
+        }
+    }
+
+    /// Opens for reading.
+    pub fn read(&mut self, on: bool) -> &mut Self {
+        self.read = on;
+        self
+    }
+
+    /// Opens for writing.
+    pub fn write(&mut self, on: bool) -> &mut Self {
+        self.write = on;
+        self
+    }
+
+    /// Opens for appending (`O_APPEND`; implies writing).
+    pub fn append(&mut self, on: bool) -> &mut Self {
+        self.append = on;
+        self
+    }
+
+    /// Truncates the file to nothing (`O_TRUNC`; needs `write`).
+    pub fn truncate(&mut self, on: bool) -> &mut Self {
+        self.truncate = on;
+        self
+    }
+
+    /// Creates the file if it does not exist (needs `write` or `append`).
+    pub fn create(&mut self, on: bool) -> &mut Self {
+        self.create = on;
+        self
+    }
+
+    /// Creates the file, failing if it exists (`O_CREAT | O_EXCL`).
+    pub fn create_new(&mut self, on: bool) -> &mut Self {
+        self.create_new = on;
+        self
+    }
+
+    /// The permission bits a new file gets (less the umask).
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The `open(2)` flags these options mean, with std's rules.
+    fn flags(&self) -> io::Result<i32> {
+        let invalid = |what| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+        let access = match (self.read, self.write || self.append) {
+            (true, false) => libc::O_RDONLY,
+            (false, true) => libc::O_WRONLY,
+            (true, true) => libc::O_RDWR,
+            (false, false) => return invalid("open: neither read, write nor append asked for"),
+        };
+        let writes = self.write || self.append;
+        if (self.create || self.create_new || self.truncate) && !writes {
+            return invalid("open: create and truncate need write or append");
+        }
+        if self.truncate && self.append && !self.create_new {
+            return invalid("open: truncate and append together");
+        }
+        let mut flags = access | libc::O_CLOEXEC;
+        if self.append {
+            flags |= libc::O_APPEND;
+        }
+        if self.truncate {
+            flags |= libc::O_TRUNC;
+        }
+        if self.create_new {
+            flags |= libc::O_CREAT | libc::O_EXCL;
+        } else if self.create {
+            flags |= libc::O_CREAT;
+        }
+        Ok(flags)
+    }
+
+    /// Opens `path` with these options.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for options std refuses too (say `create` without
+    /// `write`) or a path with a NUL byte; otherwise what `open(2)`
+    /// answers (`NotFound` for `ENOENT`, ...).
+    pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        let flags = self.flags()?;
+        let path = c_path(path.as_ref())?;
+        let mode = self.mode;
+        let fd = if ring_file_ops() {
+            let ring = RingIo::new(context::current().reactor.register());
+            let (c, _) = ring.run(Op::open_at(libc::AT_FDCWD, path, flags, mode)).await;
+            let c = c?;
+            check(c.result)?;
+            c.fd.ok_or_else(|| io::Error::other("an open completion without its fd"))?
+        } else {
+            blocking(move || {
+                // openat(2) reads the NUL-terminated path, which outlives the call.
+                let fd = syscall!(openat(libc::AT_FDCWD, path.as_ptr(), flags, mode))?;
+                // SAFETY: openat just returned `fd`, and nothing else owns it.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            })
+            .await?
+        };
+        File::from_fd(fd)
+    }
+}
+
+/// An open file, read and written at explicit offsets with owned buffers.
+///
+/// Any number of operations may be in flight on one file at once (share it
+/// with `Rc<File>` between tasks); each call completes independently.
+pub struct File {
+    /// Shared with blocking jobs that use it (on epoll), so that a file
+    /// dropped while one runs is closed after it, never under it. `None`
+    /// only while dropping.
+    fd: Option<Arc<OwnedFd>>,
+    /// The ring's side, on io_uring.
+    ring: Option<RingIo>,
+}
+
+impl fmt::Debug for File {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("File")
+            .field("fd", &self.raw_fd())
+            .field("ring", &self.ring.is_some())
+            .finish()
+    }
+}
+
+impl File {
+    /// Opens `path` for reading.
+    ///
+    /// # Errors
+    ///
+    /// As [`OpenOptions::open`]: `NotFound` for a missing file, ...
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().read(true).open(path).await
+    }
+
+    /// Opens `path` for writing, creating it or truncating it.
+    ///
+    /// # Errors
+    ///
+    /// As [`OpenOptions::open`].
+    pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().write(true).create(true).truncate(true).open(path).await
+    }
+
+    /// Wraps an open file.
+    ///
+    /// # Errors
+    ///
+    /// None today; fallible so that a future check can be added.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a running tally executor.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<File> {
+        let exec = context::current();
+        let ring = match exec.reactor.metrics().backend {
+            Backend::Epoll => None,
+            _ => Some(RingIo::new(exec.reactor.register())),
+        };
+        Ok(File { fd: Some(Arc::new(fd)), ring })
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// The ring's side, if file operations (not only reads and writes)
+    /// run on it.
+    fn ring_file_ops(&self) -> Option<&RingIo> {
+        self.ring.as_ref().filter(|_| ring_file_ops())
+    }
+
+    /// Reads into the spare capacity of `buf` (`capacity - len` bytes) at
+    /// offset `pos`, and hands `buf` back with the bytes read appended. A
+    /// read at or past the end of the file reads 0 bytes.
+    ///
+    /// # Errors
+    ///
+    /// What `pread(2)` answers: `EISDIR` for a directory, `EBADF` for a
+    /// file not open for reading, ... The buffer comes back either way.
+    pub async fn read_at(&self, mut buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
+        let Some(ring) = &self.ring else {
+            let res = pread_now(self.raw_fd(), &mut buf, pos);
+            return (res, buf);
+        };
+        let len = buf.len();
+        let (res, back) = ring.run(Op::read_at(self.raw_fd(), buf, pos)).await;
+        let buf = back.unwrap_or_default();
+        let res = res.and_then(|c| check(c.result)).map(|_| buf.len() - len);
+        (res, buf)
+    }
+
+    /// Reads until the spare capacity of `buf` is full, at offset `pos`
+    /// on, and hands `buf` back with the bytes appended.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` if the file ends first (the bytes before the end
+    /// are in the buffer); otherwise as [`read_at`](Self::read_at).
+    pub async fn read_exact_at(&self, mut buf: Vec<u8>, mut pos: u64) -> (io::Result<()>, Vec<u8>) {
+        while buf.len() < buf.capacity() {
+            let (res, back) = self.read_at(buf, pos).await;
+            buf = back;
+            match res {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "file ended first");
+                    return (Err(e), buf);
+                }
+                Ok(n) => pos += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Writes `buf` (one `pwrite(2)`, so possibly short) at offset `pos`,
+    /// and hands it back unchanged.
+    ///
+    /// # Errors
+    ///
+    /// What `pwrite(2)` answers: `EBADF` for a file not open for writing,
+    /// `ENOSPC`, ... The buffer comes back either way.
+    pub async fn write_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
+        let Some(ring) = &self.ring else {
+            let res = pwrite_now(self.raw_fd(), &buf, pos);
+            return (res, buf);
+        };
+        let (res, back) = ring.run(Op::write_at(self.raw_fd(), buf, pos)).await;
+        let buf = back.unwrap_or_default();
+        (res.and_then(|c| check(c.result)).map(|n| n as usize), buf)
+    }
+
+    /// Writes all of `buf` at offset `pos`, and hands it back unchanged.
+    ///
+    /// # Errors
+    ///
+    /// `WriteZero` if a write takes nothing; otherwise as
+    /// [`write_at`](Self::write_at).
+    pub async fn write_all_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
+        let (res, mut buf) = self.write_at(buf, pos).await;
+        let mut done = match res {
+            Ok(n) if n == buf.len() => return (Ok(()), buf),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return (Err(e), buf),
+        };
+        // A short write (rare on a regular file): the rest goes out from a
+        // second buffer, so that the caller's comes back as it was.
+        let mut rest = buf.split_off(done);
+        let mut result = Ok(());
+        while !rest.is_empty() {
+            let (res, back) = self.write_at(rest, pos + done as u64).await;
+            rest = back;
+            match res {
+                Ok(0) => {
+                    result = Err(io::Error::new(io::ErrorKind::WriteZero, "write took nothing"));
+                    break;
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&rest[..n]);
+                    rest.drain(..n);
+                    done += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        buf.extend_from_slice(&rest);
+        (result, buf)
+    }
+
+    /// Flushes the file's data and metadata to storage (`fsync(2)`).
+    ///
+    /// # Errors
+    ///
+    /// What `fsync(2)` answers (`EIO`, ...).
+    pub async fn sync_all(&self) -> io::Result<()> {
+        self.sync(false).await
+    }
+
+    /// Flushes the file's data, and only the metadata needed to read it
+    /// back (`fdatasync(2)`).
+    ///
+    /// # Errors
+    ///
+    /// What `fdatasync(2)` answers.
+    pub async fn sync_data(&self) -> io::Result<()> {
+        self.sync(true).await
+    }
+
+    async fn sync(&self, datasync: bool) -> io::Result<()> {
+        if let Some(ring) = self.ring_file_ops() {
+            let (c, _) = ring.run(Op::fsync(self.raw_fd(), datasync)).await;
+            return check(c?.result).map(drop);
+        }
+        self.with_fd(move |fd| {
+            // fsync(2) and fdatasync(2) take no pointers.
+            if datasync { syscall!(fdatasync(fd)) } else { syscall!(fsync(fd)) }.map(drop)
+        })
+        .await
+    }
+
+    /// The file's status, by `statx(2)` on its fd.
+    ///
+    /// # Errors
+    ///
+    /// What `statx(2)` answers.
+    pub async fn metadata(&self) -> io::Result<Metadata> {
+        let empty = CString::default();
+        if let Some(ring) = self.ring_file_ops() {
+            return ring_statx(ring, self.raw_fd(), empty, libc::AT_EMPTY_PATH).await;
+        }
+        self.with_fd(move |fd| statx_now(fd, &empty, libc::AT_EMPTY_PATH)).await
+    }
+
+    /// Truncates or extends the file to `len` bytes (`ftruncate(2)`); an
+    /// extension reads as zeros.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a file not open for writing, `EFBIG` past what the
+    /// file system holds, ...
+    pub async fn set_len(&self, len: u64) -> io::Result<()> {
+        let features = context::current().reactor.features();
+        if let Some(ring) = self.ring.as_ref().filter(|_| features.ftruncate) {
+            let (c, _) = ring.run(Op::ftruncate(self.raw_fd(), len)).await;
+            return check(c?.result).map(drop);
+        }
+        let len = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length past i64::MAX"))?;
+        // ftruncate(2) takes no pointers.
+        self.with_fd(move |fd| syscall!(ftruncate(fd, len)).map(drop)).await
+    }
+
+    /// Runs `f` on the fd on the blocking pool; the fd stays open until
+    /// `f` returns, even if the file is dropped first.
+    async fn with_fd<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(RawFd) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let fd = self.fd.clone().ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        blocking(move || f(fd.as_raw_fd())).await
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw_fd()
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        // Only the last owner closes: a blocking job may still use the fd.
+        let Ok(fd) = Arc::try_unwrap(fd) else { return };
+        if let Some(ring) = &self.ring {
+            // As `net::stream::close_after_queued`: the close runs after
+            // every SQE already queued for the fd, so those never reach a
+            // file that reuses the number. A refused op closes it on drop.
+            drop(ring.reg.submit(Op::close(fd)));
+        }
+    }
+}
+
+/// What a file's status says, from `statx(2)`.
+#[derive(Clone, Debug)]
+pub struct Metadata {
+    len: u64,
+    mode: u32,
+    modified: Option<SystemTime>,
+}
+
+impl Metadata {
+    /// The size in bytes.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// Whether it is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// Whether it is a symbolic link (only [`File::metadata`] on a link
+    /// opened with `O_PATH` sees one: [`metadata`] follows links).
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+
+    /// The permission bits (`st_mode & 0o7777`).
+    pub fn mode(&self) -> u32 {
+        self.mode & 0o7777
+    }
+
+    /// The permissions, as std represents them.
+    pub fn permissions(&self) -> std::fs::Permissions {
+        std::os::unix::fs::PermissionsExt::from_mode(self.mode())
+    }
+
+    /// The last modification time.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` if the file system did not report one.
+    pub fn modified(&self) -> io::Result<SystemTime> {
+        self.modified.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::Unsupported, "no modification time reported")
+        })
+    }
+
+    /// Decodes the `struct statx` in `bytes`.
+    fn from_statx(bytes: &[u8]) -> io::Result<Metadata> {
+        if bytes.len() < STATX_BYTES {
+            return Err(io::Error::other("statx wrote no status"));
+        }
+        // SAFETY: `bytes` holds a whole `struct statx` (checked above),
+        // which is plain old data; the read is unaligned-safe.
+        let st = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<libc::statx>()) };
+        let modified = (st.stx_mask & libc::STATX_MTIME != 0).then(|| {
+            let t = st.stx_mtime;
+            let nanos = Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.min(999_999_999));
+            if t.tv_sec >= 0 {
+                SystemTime::UNIX_EPOCH + nanos
+            } else {
+                SystemTime::UNIX_EPOCH - nanos
+            }
+        });
+        Ok(Metadata { len: st.stx_size, mode: u32::from(st.stx_mode), modified })
+    }
+}
+
+/// Reads the whole file at `path`.
+///
+/// # Errors
+///
+/// As [`File::open`] and [`File::read_at`].
+pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    let file = File::open(path).await?;
+    // The size is a hint (files in /proc say 0): read until a read says 0.
+    let hint = file.metadata().await.map_or(0, |m| m.len());
+    let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0).saturating_add(1).max(64));
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity().max(8 * 1024));
+        }
+        let pos = buf.len() as u64;
+        let (res, back) = file.read_at(buf, pos).await;
+        buf = back;
+        match res {
+            Ok(0) => return Ok(buf),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes `contents` to the file at `path`, creating it or replacing what
+/// it held.
+///
+/// # Errors
+///
+/// As [`File::create`] and [`File::write_all_at`].
+pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
+    let file = File::create(path).await?;
+    file.write_all_at(contents.as_ref().to_vec(), 0).await.0
+}
+
+/// Removes the file at `path` (`unlink(2)`).
+///
+/// # Errors
+///
+/// `NotFound`, `EISDIR` for a directory, ...
+pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = c_path(path.as_ref())?;
+    path_op(Op::unlink_at(libc::AT_FDCWD, path.clone(), 0), move || {
+        // unlinkat(2) reads the NUL-terminated path, which outlives the call.
+        syscall!(unlinkat(libc::AT_FDCWD, path.as_ptr(), 0)).map(drop)
+    })
+    .await
+}
+
+/// Removes the empty directory at `path` (`rmdir(2)`).
+///
+/// # Errors
+///
+/// `NotFound`, `ENOTEMPTY`, ...
+pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = c_path(path.as_ref())?;
+    let flags = libc::AT_REMOVEDIR;
+    path_op(Op::unlink_at(libc::AT_FDCWD, path.clone(), flags), move || {
+        // As in `remove_file`.
+        syscall!(unlinkat(libc::AT_FDCWD, path.as_ptr(), flags)).map(drop)
+    })
+    .await
+}
+
+/// Renames `from` to `to`, replacing `to` if it exists (`rename(2)`).
+///
+/// # Errors
+///
+/// `NotFound`, `EXDEV` across file systems, ...
+pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    let (from, to) = (c_path(from.as_ref())?, c_path(to.as_ref())?);
+    let op = Op::rename_at(libc::AT_FDCWD, from.clone(), libc::AT_FDCWD, to.clone(), 0);
+    path_op(op, move || {
+        // renameat(2) reads the two NUL-terminated paths, which outlive the call.
+        syscall!(renameat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr())).map(drop)
+    })
+    .await
+}
+
+/// Makes the directory `path`, mode `0o777` less the umask (`mkdir(2)`).
+///
+/// # Errors
+///
+/// `AlreadyExists`, `NotFound` for a missing parent, ...
+pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = c_path(path.as_ref())?;
+    path_op(Op::mkdir_at(libc::AT_FDCWD, path.clone(), 0o777), move || {
+        // mkdirat(2) reads the NUL-terminated path, which outlives the call.
+        syscall!(mkdirat(libc::AT_FDCWD, path.as_ptr(), 0o777)).map(drop)
+    })
+    .await
+}
+
+/// The status of `path`, following symbolic links (`statx(2)`).
+///
+/// # Errors
+///
+/// `NotFound`, ...
+pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
+    let path = c_path(path.as_ref())?;
+    if ring_file_ops() {
+        let ring = RingIo::new(context::current().reactor.register());
+        return ring_statx(&ring, libc::AT_FDCWD, path, 0).await;
+    }
+    blocking(move || statx_now(libc::AT_FDCWD, &path, 0)).await
+}
+
+/// Whether the file operations run on the ring (io_uring with
+/// `file_ops`), rather than on the blocking pool.
+fn ring_file_ops() -> bool {
+    context::current().reactor.features().file_ops
+}
+
+/// A path operation with no result but success: `op` on the ring when it
+/// can, else `blocking` on the pool.
+async fn path_op(
+    op: Op,
+    blocking_call: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> io::Result<()> {
+    if ring_file_ops() {
+        drop(blocking_call);
+        let ring = RingIo::new(context::current().reactor.register());
+        return check(ring.run(op).await.0?.result).map(drop);
+    }
+    drop(op);
+    blocking(blocking_call).await
+}
+
+/// A statx through `ring`, decoded.
+async fn ring_statx(ring: &RingIo, dir: RawFd, path: CString, flags: i32) -> io::Result<Metadata> {
+    let op = Op::statx(dir, path, flags | libc::AT_STATX_SYNC_AS_STAT, STATX_MASK, Vec::new());
+    let (c, buf) = ring.run(op).await;
+    check(c?.result)?;
+    Metadata::from_statx(&buf.unwrap_or_default())
+}
+
+/// A statx made now (on the blocking pool), decoded.
+fn statx_now(dir: RawFd, path: &CString, flags: i32) -> io::Result<Metadata> {
+    let mut buf = Vec::<u8>::with_capacity(STATX_BYTES);
+    let out = buf.spare_capacity_mut().as_mut_ptr().cast::<libc::statx>();
+    let flags = flags | libc::AT_STATX_SYNC_AS_STAT;
+    // statx(2) reads the NUL-terminated path and writes one `struct statx`
+    // into `out`, which has room for it.
+    syscall!(statx(dir, path.as_ptr(), flags, STATX_MASK, out))?;
+    // SAFETY: the successful statx wrote those bytes.
+    unsafe { buf.set_len(STATX_BYTES) };
+    Metadata::from_statx(&buf)
+}
+
+/// `f` on the blocking pool, its panic an `io::Error`.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    crate::task::spawn_blocking(f).await.map_err(io::Error::other)?
+}
+
+/// One `pread(2)` into `buf`'s spare capacity, now (epoll).
+fn pread_now(fd: RawFd, buf: &mut Vec<u8>, pos: u64) -> io::Result<usize> {
+    let pos = offset(pos)?;
+    let spare = buf.spare_capacity_mut();
+    loop {
+        // pread(2) writes at most `spare.len()` bytes into the spare capacity.
+        match syscall!(pread(fd, spare.as_mut_ptr().cast(), spare.len(), pos)) {
+            Ok(n) => {
+                let n = n as usize;
+                // SAFETY: the kernel initialised `n` bytes after `len`, and
+                // `n` is at most the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One `pwrite(2)` of `buf`, now (epoll).
+fn pwrite_now(fd: RawFd, buf: &[u8], pos: u64) -> io::Result<usize> {
+    let pos = offset(pos)?;
+    loop {
+        // pwrite(2) reads `buf.len()` bytes from a live slice.
+        match syscall!(pwrite(fd, buf.as_ptr().cast(), buf.len(), pos)) {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn offset(pos: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(pos)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset past i64::MAX"))
+}
+
+/// `path` as the kernel reads it.
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// A completion's result as an `io::Result`.
+fn check(result: i32) -> io::Result<u32> {
+    if result < 0 { Err(io::Error::from_raw_os_error(-result)) } else { Ok(result as u32) }
+}
+
+/// What a finished ring operation reports.
+struct Completed {
+    result: i32,
+    /// An open's new fd, taken from its packet by whoever drained it.
+    fd: Option<OwnedFd>,
+}
+
+/// A file's side of the ring: one registration that every operation on the
+/// file shares, and the table through which concurrent calls hand each
+/// other their completions.
+///
+/// The registration keeps only the waker of the last call to poll it (the
+/// table's `holder`). Each waiting call keeps its own waker in its entry,
+/// and whoever drains the registration stores every completion it finds in
+/// its op's entry and wakes that call. A holder that finishes or is
+/// dropped while others still wait wakes one of them, which polls the
+/// registration and so becomes the holder: none is left waiting on a
+/// waker nobody will answer.
+struct RingIo {
+    reg: Registration,
+    table: RefCell<OpTable>,
+}
+
+#[derive(Default)]
+struct OpTable {
+    /// Calls in flight, by their op token's slot (dense: the reactor's
+    /// op slab), each checked against the full token.
+    entries: Vec<Option<Entry>>,
+    /// The op whose call last left its waker in the registration.
+    holder: Option<OpId>,
+    /// Scratch for drains and wakes, keeping their allocations.
+    list: PacketList,
+    wakers: Vec<Waker>,
+}
+
+struct Entry {
+    op: OpId,
+    done: Option<Completed>,
+    waker: Option<Waker>,
+}
+
+impl OpTable {
+    fn entry_mut(&mut self, op: OpId) -> Option<&mut Entry> {
+        self.entries.get_mut(op.slot() as usize)?.as_mut().filter(|e| e.op == op)
+    }
+
+    fn insert(&mut self, op: OpId) {
+        let i = op.slot() as usize;
+        if self.entries.len() <= i {
+            self.entries.resize_with(i + 1, || None);
+        }
+        self.entries[i] = Some(Entry { op, done: None, waker: None });
+    }
+
+    /// Takes `op`'s entry out; returns it, and the waker of a call to wake
+    /// if `op` held the registration and others still wait.
+    fn remove(&mut self, op: OpId) -> (Option<Entry>, Option<Waker>) {
+        let entry = match self.entries.get_mut(op.slot() as usize) {
+            Some(slot) if slot.as_ref().is_some_and(|e| e.op == op) => slot.take(),
+            _ => None,
+        };
+        if self.holder != Some(op) {
+            return (entry, None);
+        }
+        self.holder = None;
+        let next = self.entries.iter().flatten().find(|e| e.done.is_none() && e.waker.is_some());
+        let next = next.map(|e| {
+            self.holder = Some(e.op);
+            e.waker.clone()
+        });
+        (entry, next.flatten())
+    }
+}
+
+impl RingIo {
+    fn new(reg: Registration) -> RingIo {
+        RingIo { reg, table: RefCell::new(OpTable::default()) }
+    }
+
+    /// Submits `op` and waits for its completion; hands back the op's
+    /// buffer (reads with the bytes read appended), or, if the reactor
+    /// refuses the op, the error and the buffer as it was.
+    async fn run(&self, op: Op) -> (io::Result<Completed>, Option<Vec<u8>>) {
+        let id = match self.reg.submit_or_return(op) {
+            Ok(id) => id,
+            Err((e, op)) => return (Err(e), op.into_buffer()),
+        };
+        self.table.borrow_mut().insert(id);
+        let mut guard = OpGuard { ring: self, op: Some(id) };
+        let done = poll_fn(|cx| self.poll(id, cx)).await;
+        guard.op = None;
+        (Ok(done), self.reg.reclaim(id))
+    }
+
+    /// Ready with `op`'s completion, once a drain (this one or another
+    /// call's) has found it.
+    fn poll(&self, op: OpId, cx: &mut Context<'_>) -> Poll<Completed> {
+        loop {
+            let mut table = self.table.borrow_mut();
+            if table.entry_mut(op).is_some_and(|e| e.done.is_some()) {
+                let (entry, next) = table.remove(op);
+                drop(table);
+                if let Some(waker) = next {
+                    waker.wake();
+                }
+                let done = entry.and_then(|e| e.done);
+                return Poll::Ready(done.expect("checked above"));
+            }
+            let mut list = std::mem::take(&mut table.list);
+            drop(table);
+            let polled = self.reg.poll_drain_into(cx, &mut list);
+            let mut table = self.table.borrow_mut();
+            if polled.is_pending() {
+                table.list = list;
+                table.holder = Some(op);
+                let entry = table.entry_mut(op).expect("a call in flight has its entry");
+                let old = match &entry.waker {
+                    Some(w) if w.will_wake(cx.waker()) => None,
+                    _ => entry.waker.replace(cx.waker().clone()),
+                };
+                drop(table);
+                drop(old);
+                return Poll::Pending;
+            }
+            let mut wakers = std::mem::take(&mut table.wakers);
+            for packet in list.drain(..) {
+                let Some(c) = packet.as_completion() else { continue };
+                // An open's fd is lent only until the next drain: take it now.
+                let fd = c.accepted_fd().and_then(|_| self.reg.take_fd(&c));
+                let Some(entry) = table.entry_mut(c.op()) else { continue };
+                if entry.done.is_none() {
+                    entry.done = Some(Completed { result: c.result, fd });
+                    if c.op() != op {
+                        wakers.extend(entry.waker.take());
+                    }
+                }
+            }
+            table.list = list;
+            drop(table);
+            for waker in wakers.drain(..) {
+                waker.wake();
+            }
+            self.table.borrow_mut().wakers = wakers;
+        }
+    }
+}
+
+/// Cancels a call's op when its future is dropped before the op completed,
+/// and frees what a completed one holds; either way wakes the next waiting
+/// call if this one held the registration.
+struct OpGuard<'a> {
+    ring: &'a RingIo,
+    op: Option<OpId>,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        let Some(op) = self.op else { return };
+        let (entry, next) = self.ring.table.borrow_mut().remove(op);
+        if let Some(waker) = next {
+            waker.wake();
+        }
+        let drained = entry.is_some_and(|e| e.done.is_some());
+        if !drained {
+            // The reactor keeps the op's buffer until the kernel is done
+            // with it; what arrived first comes back lent, and is freed
+            // here (an open's fd) or below (the buffer).
+            match self.ring.reg.cancel(op) {
+                Cancel::AlreadyCompleted(list) | Cancel::Cancelled(list) => {
+                    for packet in list {
+                        if let Some(c) = packet.as_completion() {
+                            drop(self.ring.reg.take_fd(&c));
+                        }
+                    }
+                }
+                Cancel::NotFound => {}
+            }
+        }
+        drop(self.ring.reg.reclaim(op));
+    }
+}
