@@ -24,13 +24,19 @@
 //!   Many reads in flight on one file share its one registration: each
 //!   waiting call keeps its waker beside its op, and whichever drains the
 //!   registration hands the others their results.
-//! * **epoll**, which cannot wait on a regular file. Positional reads and
-//!   writes are plain `pread(2)`/`pwrite(2)` calls made when the future is
-//!   first polled: fast on the page cache, and blocking the thread for a
-//!   read that must go to the disk, exactly as the epoll backend's own
-//!   reads of regular files do. Everything that may be slow on any file
-//!   system (open, fsync, statx, unlink, rename, mkdir, ftruncate) runs on
-//!   the blocking pool ([`task::spawn_blocking`](crate::task::spawn_blocking)).
+//! * **epoll**, which cannot wait on a regular file. A positional read or
+//!   write is first tried on the reactor thread as a non-waiting
+//!   `preadv2(2)`/`pwritev2(2)` (`RWF_NOWAIT`) when the future is first
+//!   polled: a read the page cache answers costs one syscall and no
+//!   thread hop. One that would wait (data not cached, a write throttled
+//!   or allocating blocks, or a file system without non-waiting buffered
+//!   writes) is made again on the blocking pool
+//!   ([`task::spawn_blocking`](crate::task::spawn_blocking)), so the
+//!   reactor thread never waits on a disk. A non-waiting read may return
+//!   fewer bytes than asked, the cached part, as any `read_at` may
+//!   ([`read_exact_at`](File::read_exact_at) loops). Everything else
+//!   (open, fsync, statx, unlink, rename, mkdir, ftruncate) runs on the
+//!   blocking pool.
 //!
 //! Everything here runs inside a tally executor, and panics outside one
 //! (the futures when first polled), as tally's sockets do.
@@ -301,8 +307,20 @@ impl File {
     /// file not open for reading, ... The buffer comes back either way.
     pub async fn read_at(&self, mut buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
         let Some(ring) = &self.ring else {
-            let res = pread_now(self.raw_fd(), &mut buf, pos);
-            return (res, buf);
+            match pread_now(self.raw_fd(), &mut buf, pos, libc::RWF_NOWAIT) {
+                Err(e) if would_block(&e) => {}
+                res => return (res, buf),
+            }
+            // Not in the page cache (or the file system cannot tell): the
+            // read goes to the disk, on the blocking pool.
+            let Some(fd) = self.fd.clone() else {
+                return (Err(io::Error::from_raw_os_error(libc::EBADF)), buf);
+            };
+            let job = crate::task::spawn_blocking(move || {
+                let res = pread_now(fd.as_raw_fd(), &mut buf, pos, 0);
+                (res, buf)
+            });
+            return job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
         };
         let len = buf.len();
         let (res, back) = ring.run(Op::read_at(self.raw_fd(), buf, pos)).await;
@@ -344,8 +362,21 @@ impl File {
     /// `ENOSPC`, ... The buffer comes back either way.
     pub async fn write_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
         let Some(ring) = &self.ring else {
-            let res = pwrite_now(self.raw_fd(), &buf, pos);
-            return (res, buf);
+            match pwrite_now(self.raw_fd(), &buf, pos, libc::RWF_NOWAIT) {
+                Err(e) if would_block(&e) => {}
+                res => return (res, buf),
+            }
+            // The write would wait (dirty-page throttling, block
+            // allocation), or the file system has no non-waiting buffered
+            // writes: it runs on the blocking pool.
+            let Some(fd) = self.fd.clone() else {
+                return (Err(io::Error::from_raw_os_error(libc::EBADF)), buf);
+            };
+            let job = crate::task::spawn_blocking(move || {
+                let res = pwrite_now(fd.as_raw_fd(), &buf, pos, 0);
+                (res, buf)
+            });
+            return job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
         };
         let (res, back) = ring.run(Op::write_at(self.raw_fd(), buf, pos)).await;
         let buf = back.unwrap_or_default();
@@ -719,13 +750,25 @@ async fn blocking<T: Send + 'static>(
     crate::task::spawn_blocking(f).await.map_err(io::Error::other)?
 }
 
-/// One `pread(2)` into `buf`'s spare capacity, now (epoll).
-fn pread_now(fd: RawFd, buf: &mut Vec<u8>, pos: u64) -> io::Result<usize> {
+/// Whether a non-waiting `preadv2`/`pwritev2` must be made again on the
+/// blocking pool: it would wait (`EAGAIN`), the file system cannot do it
+/// without waiting (`EOPNOTSUPP`), or the kernel has no such call
+/// (`ENOSYS`, before 4.6).
+fn would_block(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS))
+}
+
+/// One `preadv2(2)` into `buf`'s spare capacity, now (epoll); `flags` is 0
+/// (a plain `pread`) or `RWF_NOWAIT` (`EAGAIN` for data not in the page
+/// cache, or a short read of what is).
+fn pread_now(fd: RawFd, buf: &mut Vec<u8>, pos: u64, flags: i32) -> io::Result<usize> {
     let pos = offset(pos)?;
     let spare = buf.spare_capacity_mut();
+    let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() };
     loop {
-        // pread(2) writes at most `spare.len()` bytes into the spare capacity.
-        match syscall!(pread(fd, spare.as_mut_ptr().cast(), spare.len(), pos)) {
+        // preadv2(2) writes at most `iov_len` bytes into the spare capacity
+        // that the one iovec describes.
+        match syscall!(preadv2(fd, &iov, 1, pos, flags)) {
             Ok(n) => {
                 let n = n as usize;
                 // SAFETY: the kernel initialised `n` bytes after `len`, and
@@ -739,12 +782,15 @@ fn pread_now(fd: RawFd, buf: &mut Vec<u8>, pos: u64) -> io::Result<usize> {
     }
 }
 
-/// One `pwrite(2)` of `buf`, now (epoll).
-fn pwrite_now(fd: RawFd, buf: &[u8], pos: u64) -> io::Result<usize> {
+/// One `pwritev2(2)` of `buf`, now (epoll); `flags` as for
+/// [`pread_now`].
+fn pwrite_now(fd: RawFd, buf: &[u8], pos: u64, flags: i32) -> io::Result<usize> {
     let pos = offset(pos)?;
+    let iov = libc::iovec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
     loop {
-        // pwrite(2) reads `buf.len()` bytes from a live slice.
-        match syscall!(pwrite(fd, buf.as_ptr().cast(), buf.len(), pos)) {
+        // pwritev2(2) reads `iov_len` bytes from the live slice the one
+        // iovec describes.
+        match syscall!(pwritev2(fd, &iov, 1, pos, flags)) {
             Ok(n) => return Ok(n as usize),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

@@ -521,3 +521,42 @@ fn an_open_completion_lends_its_fd() {
         assert_eq!((c.result, c.accepted_fd()), (-libc::ENOENT, None));
     });
 }
+
+/// A read the page cache cannot answer: on epoll the non-waiting read says
+/// so and the read is made again on the blocking pool; the bytes are the
+/// same either way. (On a file system that keeps no page cache to drop,
+/// tmpfs say, the data stays cached and the pool is not used.)
+#[test]
+fn a_read_of_evicted_pages_is_right() {
+    let _serial = serial();
+    let dir = TempDir::new("evicted");
+    let path = dir.path("cold");
+    let data = pattern(1 << 20, 7);
+    std::fs::write(&path, &data).unwrap();
+    let std_file = std::fs::File::open(&path).unwrap();
+    std_file.sync_all().unwrap();
+    // SAFETY: posix_fadvise takes no pointers; the fd is open.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&std_file),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(rc, 0);
+    let rt = rt();
+    let threads_before = rt.blocking_threads();
+    util::bounded(&rt, "evicted read", async {
+        let file = File::open(&path).await.unwrap();
+        let (res, got) = file.read_exact_at(Vec::with_capacity(data.len()), 0).await;
+        res.unwrap();
+        assert!(got == data, "the evicted file reads back wrong");
+    });
+    println!(
+        "backend {:?}: blocking pool threads {} -> {}",
+        backend(&rt),
+        threads_before,
+        rt.blocking_threads()
+    );
+}
