@@ -18,6 +18,9 @@
 //!   the `tokio-io` feature, tokio's `AsyncRead`/`AsyncWrite`, so tokio-util
 //!   codecs run on them);
 //! * [`signal`]: process signals as counted packets;
+//! * `hyper` (with the `hyper` feature): hyper 1.x's `rt` traits for the
+//!   streams, an executor and a timer, so hyper's HTTP/1 server runs on a
+//!   `LocalReactor`;
 //! * [`Runtime`]: a `LocalReactor` per worker thread, spawned onto from any
 //!   thread through a [`Handle`];
 //! * [`TestExecutor`]: fake time and `run_until_stalled`;
@@ -53,6 +56,8 @@
 mod blocking;
 mod context;
 mod executor;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub mod net;
