@@ -10,6 +10,7 @@
 //!   runs, a measuring [`Window`](harness::Window));
 //! * [`workloads`]: W0 to W6, one module each, every engine's side of each;
 //! * [`echo_client`]: the separate client process of W4;
+//! * [`http_client`]: the separate client process of W7;
 //! * [`tokio_on_tally`]: the `tokio-on-tally` engine, run by a second
 //!   binary with mio patched to compat-mio, whose entry point is
 //!   [`child`];
@@ -36,6 +37,7 @@ pub mod alloc;
 pub mod child;
 pub mod echo_client;
 pub mod harness;
+pub mod http_client;
 pub mod plot;
 pub mod report;
 pub mod sys;

@@ -10,7 +10,7 @@
 //!
 //! * `--quick`: smaller counts and 3 repetitions (under two minutes on two
 //!   cores); without it, full counts and 7 repetitions (under fifteen).
-//! * `--only`: a comma-separated list of workloads (`W0` … `W6`, `W3M` for
+//! * `--only`: a comma-separated list of workloads (`W0` … `W7`, `W3M` for
 //!   W3-many, 64 pingpong pairs at once, `W4MT` for W4 echo 2-workers,
 //!   every server on two threads, and `mem` for bytes per registration).
 //!   `W4` does not include `W4MT`. `W5` runs its three patterns: `churn (fd-less)`,
@@ -22,7 +22,8 @@
 //!
 //! The binary installs a counting global allocator, so that every run also
 //! reports allocations per event. `compare --echo-client ADDR CONNS MSGS` is
-//! the W4 client process, which `compare` starts itself.
+//! the W4 client process, and `compare --http-client ADDR CONNS REQS` the
+//! W7 one; `compare` starts both itself.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,12 +33,13 @@ use std::process::ExitCode;
 use tally_benches::alloc::{self, CountingAlloc};
 use tally_benches::echo_client;
 use tally_benches::harness::{Bench, Engine, Measured, Run};
+use tally_benches::http_client;
 use tally_benches::plot;
 use tally_benches::report::{Report, WorkloadResult, pairwise, utc_date};
 use tally_benches::sys::{self, Machine};
 use tally_benches::workloads::{
-    Config, churn, echo, echo_mt, fan_in, footprint, nop, pingpong, pingpong_many, signal_flood,
-    timers,
+    Config, churn, echo, echo_mt, fan_in, footprint, http, nop, pingpong, pingpong_many,
+    signal_flood, timers,
 };
 
 #[global_allocator]
@@ -53,7 +55,7 @@ struct Args {
     plot: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: compare [--quick] [--only W0,W1,...,W6,W3M,W4MT,mem] [--engines tally,...] [--json PATH] [--plot PATH.svg]";
+const USAGE: &str = "usage: compare [--quick] [--only W0,W1,...,W7,W3M,W4MT,mem] [--engines tally,...] [--json PATH] [--plot PATH.svg]";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut out = Args::default();
@@ -90,6 +92,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("echo client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if argv.first().map(String::as_str) == Some("--http-client") {
+        return match http_client::main(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("http client: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -255,6 +266,17 @@ fn run(args: &Args) -> std::io::Result<()> {
             allocs.entry(e).or_default().push((m.name.clone(), a));
         }
         workloads.push(WorkloadResult::summarize(&m, &m.name, m.unit, cpu_throughput));
+    }
+    if args.wants("W7") {
+        let m = bench.measure(http::spec(cfg));
+        // As `record` does (W7 has no reactor-only entry); `record`'s
+        // borrow of `allocs` ended at W6.
+        for (e, a) in allocs_per_event(&m) {
+            allocs.entry(e).or_default().push((m.name.clone(), a));
+        }
+        workloads.push(WorkloadResult::summarize(&m, &m.name, m.unit, throughput));
+        let name = format!("{} server-cpu", m.name);
+        workloads.push(WorkloadResult::summarize(&m, &name, "reqs/cpu-s", cpu_throughput));
     }
     let mut bytes = BTreeMap::new();
     if args.wants("MEM") {

@@ -14,6 +14,7 @@
 //! | [`churn`] | W5 `churn (fd-less)`, `churn-random` | tally, mio, tokio |
 //! | [`churn`] | W5 `churn-fd` | tally, tally-epoll, mio, tokio |
 //! | [`timers`] | W6 `timers` | tally, tally-epoll, mio, tokio |
+//! | [`http`] | W7 `http`: hyper's hello world, 64 keep-alive connections | tally, tally-epoll, tokio |
 //! | [`footprint`] | bytes per idle registration | tally, mio, tokio |
 //!
 //! A `tally-epoll` case is its workload's `tally` case, the same code, on a
@@ -27,6 +28,7 @@ pub mod echo;
 pub mod echo_mt;
 pub mod fan_in;
 pub mod footprint;
+pub mod http;
 pub mod nop;
 pub mod pingpong;
 pub mod pingpong_many;
