@@ -66,6 +66,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -197,6 +198,26 @@ impl hyper::rt::Timer for LocalTimer {
     }
 }
 
+thread_local! {
+    /// This thread's id, cached: a `Cell` of a `Copy` value has no
+    /// destructor, so it can be read even while the thread's other
+    /// thread-locals are being destroyed (a sleep dropped with its
+    /// executor from one of them).
+    static THREAD_ID: Cell<Option<ThreadId>> = const { Cell::new(None) };
+}
+
+/// The calling thread's id.
+fn thread_id() -> ThreadId {
+    THREAD_ID.with(|id| match id.get() {
+        Some(id) => id,
+        None => {
+            let me = thread::current().id();
+            id.set(Some(me));
+            me
+        }
+    })
+}
+
 /// A tally [`time::Sleep`] that hyper may hold as a `Send + Sync`
 /// [`hyper::rt::Sleep`], used only on the thread that made it.
 ///
@@ -231,7 +252,7 @@ impl LocalSleep {
     /// Wraps `sleep`, made on (and to be polled on) the calling thread.
     pub fn new(sleep: time::Sleep) -> LocalSleep {
         LocalSleep {
-            owner: thread::current().id(),
+            owner: thread_id(),
             deadline: sleep.deadline(),
             sleep: ManuallyDrop::new(sleep),
         }
@@ -255,7 +276,7 @@ impl LocalSleep {
     /// The inner sleep, on its own thread.
     fn sleep_mut(&mut self) -> &mut time::Sleep {
         assert!(
-            thread::current().id() == self.owner,
+            thread_id() == self.owner,
             "a tally::hyper::LocalSleep was used on a thread other than the one that made it \
              (tally's timers are per thread)"
         );
@@ -275,7 +296,7 @@ impl hyper::rt::Sleep for LocalSleep {}
 
 impl Drop for LocalSleep {
     fn drop(&mut self) {
-        if thread::current().id() == self.owner {
+        if thread_id() == self.owner {
             // SAFETY: `sleep` is dropped only here, once, and never used
             // after: `self` is being dropped.
             unsafe { ManuallyDrop::drop(&mut self.sleep) };

@@ -8,7 +8,10 @@
 //!   later client is served;
 //! * hyper's header read timeout, on tally's timers (`LocalTimer`), closes
 //!   a connection whose head never ends;
-//! * a `UnixStream` serves hyper as a `TcpStream` does.
+//! * a `UnixStream` serves hyper as a `TcpStream` does;
+//! * `LocalTimer`'s sleeps end on time and reset in place; a `LocalSleep`
+//!   polled off its thread panics, and one dropped off its thread is leaked
+//!   quietly; `LocalExec` runs a `!Send` future.
 //!
 //! Run with `cargo test -p tally --features hyper --test hyper` (and again
 //! with `TALLY_BACKEND=epoll`).
@@ -320,4 +323,51 @@ fn local_exec_spawns_on_the_executor() {
             tally::time::sleep(Duration::from_millis(1)).await;
         }
     });
+}
+
+#[test]
+fn local_timer_sleeps_on_tally_timers_and_resets_in_place() {
+    use hyper::rt::Timer;
+    let rt = LocalReactor::new().unwrap();
+    util::bounded(&rt, "LocalTimer's sleeps", async {
+        let start = Instant::now();
+        LocalTimer.sleep(Duration::from_millis(30)).await;
+        assert!(start.elapsed() >= Duration::from_millis(30), "woke after {:?}", start.elapsed());
+        // An hour's sleep reset to 20 ms from now ends in about 20 ms, and
+        // is still the same `LocalSleep` (reset in place, not replaced).
+        let mut sleep = LocalTimer.sleep(Duration::from_secs(3600));
+        let deadline = Instant::now() + Duration::from_millis(20);
+        LocalTimer.reset(&mut sleep, deadline);
+        let mine = sleep.as_mut().downcast_mut_pin::<tally::hyper::LocalSleep>();
+        assert_eq!(mine.expect("a LocalSleep").deadline(), deadline);
+        sleep.await;
+        assert!(Instant::now() >= deadline);
+        assert!(LocalTimer.now() >= deadline);
+    });
+}
+
+#[test]
+fn a_local_sleep_off_its_thread_panics_when_polled_and_leaks_when_dropped() {
+    use hyper::rt::Timer;
+    let rt = LocalReactor::new().unwrap();
+    let (a, b) = rt.block_on(async {
+        (LocalTimer.sleep(Duration::from_secs(1)), LocalTimer.sleep(Duration::from_secs(1)))
+    });
+    let polled = thread::spawn(move || {
+        let mut a = a;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = a.as_mut().poll(&mut cx);
+    })
+    .join();
+    let msg = polled.expect_err("polling a LocalSleep off its thread should panic");
+    let msg = msg
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| msg.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("");
+    assert!(msg.contains("other than the one that made it"), "panic message {msg:?}");
+    // Dropped elsewhere: leaked untouched, no panic.
+    thread::spawn(move || drop(b)).join().expect("dropping a LocalSleep off its thread");
+    // The executor still runs its timers.
+    util::bounded(&rt, "a sleep after the others", tally::time::sleep(Duration::from_millis(5)));
 }
