@@ -10,8 +10,18 @@
 //!   buffer and advances it, as hyper-util's `TokioIo` does with a tokio
 //!   `ReadBuf`. That is the one copy the `futures-io` read makes too. A
 //!   write is the stream's write: an inline `send(2)` first, a ring send
-//!   only when the socket buffer is full. Writes are not vectored, so hyper
-//!   flattens a response's head and body into one buffer: one send.
+//!   only when the socket buffer is full (or when many streams send at once
+//!   and one kernel entry for all of them is cheaper). **A flush does not
+//!   wait for a send in flight**: the bytes are already the reactor's, sent
+//!   in order, which is what a tokio `TcpStream`'s flush (a no-op) gives
+//!   hyper. Waiting kept hyper "mid-message" after the peer had the whole
+//!   response, and a peer that then closed made hyper end the connection
+//!   with "connection closed before message completed" (seen in W7 under
+//!   load). The flush still reports a finished send's error and keeps the
+//!   task's waker, so hyper flushes again when the send completes;
+//!   `poll_shutdown` and the next write wait for it. Writes are not
+//!   vectored, so hyper flattens a response's head and body into one
+//!   buffer: one send.
 //! * **Executor.** [`LocalExec`] spawns hyper's background futures on the
 //!   current executor with [`spawn`](crate::spawn). hyper's HTTP/1 server
 //!   needs none; HTTP/2 users would.
@@ -103,6 +113,33 @@ fn poll_read_into<S: AsyncBufRead + Unpin>(
     Poll::Ready(Ok(()))
 }
 
+/// hyper's flush: ready once the bytes written are the reactor's, without
+/// waiting for the send in flight to complete.
+///
+/// A write either went out inline or is a send the reactor holds, in
+/// order, so nothing is left to push: this is what a tokio `TcpStream`'s
+/// flush (a no-op) gives hyper. Waiting for the completion instead would
+/// keep hyper "mid-message" after the peer already has the whole response;
+/// a peer that then closes (a benchmark client at its end, or a client
+/// that half-closes after its request) makes hyper read that EOF as
+/// "connection closed before message completed", end the connection with
+/// an error, and drop the stream with the send still in flight.
+///
+/// The flush is still polled: a finished send's error is reported here, a
+/// short send's rest is resubmitted, and when the send is still in flight
+/// the task's waker is kept, so it is woken when the send completes and
+/// hyper (which flushes at each turn of its loop) flushes again.
+/// `poll_shutdown` does wait for it, as does the next write.
+fn poll_flush_handed_over<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    match Pin::new(stream).poll_flush(cx) {
+        Poll::Pending => Poll::Ready(Ok(())),
+        done => done,
+    }
+}
+
 /// Implements `hyper::rt::{Read, Write}` for a stream type through its
 /// `futures-io` traits.
 macro_rules! hyper_io {
@@ -119,8 +156,10 @@ macro_rules! hyper_io {
             }
         }
 
-        /// With the `hyper` feature: the stream's own writes;
-        /// `poll_shutdown` flushes, then shuts the writing half.
+        /// With the `hyper` feature: the stream's own writes. `poll_flush`
+        /// reports a finished send's error but does not wait for the send
+        /// in flight; `poll_shutdown` waits for it, then shuts the writing
+        /// half.
         impl hyper::rt::Write for $ty {
             fn poll_write(
                 self: Pin<&mut Self>,
@@ -130,8 +169,9 @@ macro_rules! hyper_io {
                 AsyncWrite::poll_write(self, cx, buf)
             }
 
+            /// Does not wait for a send in flight (see the module doc).
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                AsyncWrite::poll_flush(self, cx)
+                poll_flush_handed_over(self.get_mut(), cx)
             }
 
             fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

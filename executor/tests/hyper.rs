@@ -11,7 +11,10 @@
 //! * a `UnixStream` serves hyper as a `TcpStream` does;
 //! * `LocalTimer`'s sleeps end on time and reset in place; a `LocalSleep`
 //!   polled off its thread panics, and one dropped off its thread is leaked
-//!   quietly; `LocalExec` runs a `!Send` future.
+//!   quietly; `LocalExec` runs a `!Send` future;
+//! * hyper's flush does not wait for a send in flight (shutdown does), so
+//!   64 keep-alive clients that close right after their last response end
+//!   their connections cleanly.
 //!
 //! Run with `cargo test -p tally --features hyper --test hyper` (and again
 //! with `TALLY_BACKEND=epoll`).
@@ -370,4 +373,112 @@ fn a_local_sleep_off_its_thread_panics_when_polled_and_leaks_when_dropped() {
     thread::spawn(move || drop(b)).join().expect("dropping a LocalSleep off its thread");
     // The executor still runs its timers.
     util::bounded(&rt, "a sleep after the others", tally::time::sleep(Duration::from_millis(5)));
+}
+
+/// Connections in the closing test.
+const CLOSING_CONNS: usize = 64;
+
+#[test]
+fn keep_alive_clients_that_close_after_their_last_response_end_cleanly() {
+    // 64 connections at once make the streams batch their sends through
+    // the ring; a peer that closes right after the response of a send
+    // still in flight must still be a clean end of the connection for
+    // hyper, not "connection closed before message completed".
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut conns: Vec<_> = (0..CLOSING_CONNS / 2)
+                    .map(|_| {
+                        let s = TcpStream::connect(addr).unwrap();
+                        s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+                        s.set_nodelay(true).unwrap();
+                        let w = s.try_clone().unwrap();
+                        (w, BufReader::new(s))
+                    })
+                    .collect();
+                for i in 0..100 {
+                    for (w, _) in &mut conns {
+                        write!(w, "GET /c{i} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                    }
+                    for (_, r) in &mut conns {
+                        let want = format!("hello /c{i}").into_bytes();
+                        assert_eq!(read_response(r).unwrap(), (200, want));
+                    }
+                }
+            })
+        })
+        .collect();
+    let rt = LocalReactor::new().unwrap();
+    let ended = util::bounded(&rt, "64 keep-alive connections", async move {
+        let listener = TcpListener::from_std(listener);
+        let mut conns = Vec::new();
+        for _ in 0..CLOSING_CONNS {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            conns.push(tally::spawn(
+                http1::Builder::new().serve_connection(stream, service_fn(service)),
+            ));
+        }
+        let mut ended = Vec::new();
+        for c in conns {
+            ended.push(c.await.unwrap().map_err(|e| e.to_string()));
+        }
+        ended
+    });
+    for c in clients {
+        c.join().unwrap();
+    }
+    let errors: Vec<_> = ended.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(errors.is_empty(), "{} connections ended with an error: {errors:?}", errors.len());
+}
+
+#[test]
+fn hyper_flush_does_not_wait_for_a_send_in_flight_and_shutdown_does() {
+    use std::future::poll_fn;
+    use std::pin::Pin;
+
+    use hyper::rt::Write as _;
+    let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    theirs.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let rt = LocalReactor::new().unwrap();
+    let (written, flushed_at_once) = util::bounded(&rt, "writes past a full socket", async move {
+        let mut stream = tally::net::UnixStream::from_std(mine);
+        let chunk: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+        // Every write's bytes in order: `chunk[..n]` for each write of `n`.
+        let mut expected = Vec::new();
+        // The peer reads nothing yet: inline sends fill the socket buffer,
+        // then a write becomes a send through the ring, in flight until the
+        // peer reads. Stop at the first write that had to wait for one.
+        let mut flushed_at_once = None;
+        for _ in 0..64 {
+            let n = poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, &chunk)).await.unwrap();
+            expected.extend_from_slice(&chunk[..n]);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let mut inner = futures::AsyncWriteExt::flush(&mut stream);
+            let in_flight = Pin::new(&mut inner).poll(&mut cx).is_pending();
+            drop(inner);
+            if in_flight {
+                // hyper's flush is ready: the bytes are the reactor's.
+                let flushed = Pin::new(&mut stream).poll_flush(&mut cx);
+                flushed_at_once = Some(matches!(flushed, std::task::Poll::Ready(Ok(()))));
+                break;
+            }
+        }
+        let reader = thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut theirs = theirs;
+            theirs.read_to_end(&mut all).unwrap();
+            all
+        });
+        // Shutdown waits for the send in flight, then ends the stream.
+        poll_fn(|cx| Pin::new(&mut stream).poll_shutdown(cx)).await.unwrap();
+        let all = tally::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+        assert_eq!(all.len(), expected.len(), "the peer got every byte written");
+        assert!(all == expected, "the peer got other bytes than were written");
+        (expected.len(), flushed_at_once)
+    });
+    assert!(written > 0);
+    assert_eq!(flushed_at_once, Some(true), "no write went through the ring, or flush waited");
 }
