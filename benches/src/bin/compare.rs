@@ -1,6 +1,6 @@
 //! `compare`: runs tally, a hand-written mio readiness loop, tokio and (on
 //! W3, W3-many and W4) monoio side by side on named workloads, and prints
-//! tally's throughput ratios; on W1 to W4, W3-many, W5 churn-fd and W6, also
+//! tally's throughput ratios; on W1 to W4, W3-many, W5 churn-fd, W6 and W7, also
 //! tally on its epoll backend (`tally-epoll`) and its ratios to mio and
 //! tokio.
 //!
