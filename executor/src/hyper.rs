@@ -130,6 +130,11 @@ fn poll_read_into<S: AsyncBufRead + Unpin>(
 /// the task's waker is kept, so it is woken when the send completes and
 /// hyper (which flushes at each turn of its loop) flushes again.
 /// `poll_shutdown` does wait for it, as does the next write.
+///
+/// If hyper drops the stream without a shutdown (its error paths), the
+/// reactor still hands a queued send to the kernel before it cancels it,
+/// so a send the socket has room for goes out, as a tokio write would
+/// have; one still waiting for room is cut short, as tokio's would be.
 fn poll_flush_handed_over<S: AsyncWrite + Unpin>(
     stream: &mut S,
     cx: &mut Context<'_>,
