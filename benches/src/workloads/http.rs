@@ -50,7 +50,7 @@ pub const CONNS: usize = 64;
 
 /// The W7 spec. The count is requests: [`CONNS`] × requests per connection.
 pub fn spec(cfg: Config) -> Spec {
-    let per_conn = cfg.pick(600, 2000);
+    let per_conn = cfg.pick(600, 1500);
     Spec {
         name: "W7 http".into(),
         unit: "reqs/s",
