@@ -18,6 +18,8 @@
 //!   the `tokio-io` feature, tokio's `AsyncRead`/`AsyncWrite`, so tokio-util
 //!   codecs run on them);
 //! * [`signal`]: process signals as counted packets;
+//! * [`process`]: child processes, their exits as packets (pidfd) and their
+//!   stdin/stdout/stderr as pipe streams;
 //! * `hyper` (with the `hyper` feature): hyper 1.x's `rt` traits for the
 //!   streams, an executor and a timer, so hyper's HTTP/1 server runs on a
 //!   `LocalReactor`;
@@ -61,6 +63,7 @@ pub mod hyper;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub mod net;
+pub mod process;
 pub mod runtime;
 pub mod signal;
 mod sync;

@@ -61,9 +61,16 @@
 //! `select!`), or that takes the readiness another needed, does not leave
 //! the others waiting forever (see `waiters.rs`).
 
-/// Implements the futures-io traits for a type with an `io: StreamIo` field.
+/// Implements the futures-io traits (and, with the `tokio-io` feature,
+/// tokio's) for a type with an `io: StreamIo` field: the reading ones with
+/// `read:`, the writing ones with `write:`, and both with neither (a
+/// socket; a child's stdin only writes and its stdout only reads).
 macro_rules! stream_traits {
     ($ty:ty) => {
+        $crate::net::stream_traits!(read: $ty);
+        $crate::net::stream_traits!(write: $ty);
+    };
+    (read: $ty:ty) => {
         impl futures::io::AsyncRead for $ty {
             fn poll_read(
                 self: std::pin::Pin<&mut Self>,
@@ -87,6 +94,29 @@ macro_rules! stream_traits {
             }
         }
 
+        /// With the `tokio-io` feature. A read copies from the received
+        /// chunk straight into the `ReadBuf`'s unfilled part (no zeroing
+        /// first): the one copy the futures-io read makes too.
+        #[cfg(feature = "tokio-io")]
+        impl tokio::io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                if buf.remaining() == 0 {
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                let io = &mut self.get_mut().io;
+                let chunk = std::task::ready!(io.poll_fill_buf(cx))?;
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                io.consume(n);
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+    };
+    (write: $ty:ty) => {
         impl futures::io::AsyncWrite for $ty {
             fn poll_write(
                 self: std::pin::Pin<&mut Self>,
@@ -108,28 +138,6 @@ macro_rules! stream_traits {
                 cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<std::io::Result<()>> {
                 self.get_mut().io.poll_close(cx)
-            }
-        }
-
-        /// With the `tokio-io` feature. A read copies from the received
-        /// chunk straight into the `ReadBuf`'s unfilled part (no zeroing
-        /// first): the one copy the futures-io read makes too.
-        #[cfg(feature = "tokio-io")]
-        impl tokio::io::AsyncRead for $ty {
-            fn poll_read(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &mut tokio::io::ReadBuf<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                if buf.remaining() == 0 {
-                    return std::task::Poll::Ready(Ok(()));
-                }
-                let io = &mut self.get_mut().io;
-                let chunk = std::task::ready!(io.poll_fill_buf(cx))?;
-                let n = chunk.len().min(buf.remaining());
-                buf.put_slice(&chunk[..n]);
-                io.consume(n);
-                std::task::Poll::Ready(Ok(()))
             }
         }
 
@@ -160,7 +168,7 @@ macro_rules! stream_traits {
         }
     };
 }
-use stream_traits;
+pub(crate) use stream_traits;
 
 mod addr;
 mod datagram;
@@ -168,6 +176,8 @@ mod stream;
 mod tcp;
 mod unix;
 mod waiters;
+
+pub(crate) use stream::StreamIo;
 
 pub use addr::ToSocketAddrs;
 pub use datagram::{UdpSocket, UnixDatagram};

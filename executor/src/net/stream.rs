@@ -1,5 +1,7 @@
 //! The machinery every stream socket and listener shares: completion-based
-//! reads, writes, accepts and close.
+//! reads, writes, accepts and close; and the same for pipes (a child
+//! process's stdin, stdout and stderr), which read and write with
+//! `read(2)`/`write(2)` ops instead of `recv`/`send`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -23,6 +25,9 @@ use crate::sys::syscall;
 const WRITE_MAX: usize = 64 * 1024;
 /// Bytes per one-shot read on kernels without buffer rings.
 const OWNED_READ: usize = 16 * 1024;
+/// Bytes per read on a pipe: a pipe holds 64 KiB by default, so one read
+/// can empty it.
+const PIPE_READ: usize = 64 * 1024;
 
 /// Received bytes waiting to be read.
 enum Chunk {
@@ -146,6 +151,23 @@ pub(crate) struct StreamIo {
     /// Whether `write_op` is a shutdown.
     shutting: bool,
     shut: bool,
+    kind: FdKind,
+}
+
+/// What a stream's fd is, which decides its ops.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FdKind {
+    /// A socket: recv and send, and an inline `send(2)`.
+    Socket,
+    /// A pipe in non-blocking mode: `read`/`write` ops (one-shot, into the
+    /// stream's own buffer), and an inline `write(2)`; closing it closes
+    /// the fd rather than shutting a half down.
+    Pipe,
+    /// A pipe put back in blocking mode because the ring answered an op
+    /// with `EAGAIN` (io_uring before Linux 6.3 may, on a non-blocking
+    /// file): its ops then wait in the kernel, and no write is tried
+    /// inline, which would block the thread.
+    BlockingPipe,
 }
 
 /// One non-blocking `send(2)` of `src` on socket `fd`: how much the
@@ -156,6 +178,28 @@ fn send_now(fd: RawFd, src: &[u8]) -> io::Result<usize> {
     // send(2) reads `src.len()` bytes from a live slice.
     let n = syscall!(send(fd, src.as_ptr().cast(), src.len(), flags))?;
     Ok(n as usize)
+}
+
+/// One `write(2)` of `src` on pipe `fd`, which is non-blocking
+/// ([`StreamIo::pipe`] made it so): how much the pipe took, or
+/// `WouldBlock` when it is full. A pipe whose reader is gone gives `EPIPE`
+/// (and `SIGPIPE`, which Rust programs ignore unless they ask otherwise).
+fn write_now(fd: RawFd, src: &[u8]) -> io::Result<usize> {
+    // write(2) reads `src.len()` bytes from a live slice.
+    let n = syscall!(write(fd, src.as_ptr().cast(), src.len()))?;
+    Ok(n as usize)
+}
+
+/// Puts `fd` in non-blocking mode (its own file description only: the
+/// other end of a pipe keeps its mode).
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // fcntl(2) with F_GETFL/F_SETFL takes no pointers.
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // As above.
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
 }
 
 fn errno(result: i32) -> io::Error {
@@ -230,10 +274,14 @@ impl StreamIo {
     /// Wraps a connected socket. Must run inside an executor.
     pub(crate) fn new(fd: OwnedFd) -> StreamIo {
         let exec = context::current();
+        StreamIo::with(fd, exec.reactor.register(), exec.recv_group(), FdKind::Socket)
+    }
+
+    fn with(fd: OwnedFd, reg: Registration, group: Option<BufGroup>, kind: FdKind) -> StreamIo {
         StreamIo {
             fd: Some(fd),
-            reg: exec.reactor.register(),
-            group: exec.recv_group(),
+            reg,
+            group,
             read_op: None,
             write_op: None,
             write_done: None,
@@ -249,7 +297,50 @@ impl StreamIo {
             read_eof: false,
             shutting: false,
             shut: false,
+            kind,
         }
+    }
+
+    /// Wraps one end of a pipe. It is made non-blocking, so that a write
+    /// the pipe can take at once costs no op, as `send(2)` does for
+    /// sockets; reads are one-shot `read` ops into the stream's own buffer
+    /// (a multishot recv does not work on pipes), so a pipe never makes
+    /// the executor set up its buffer ring. Must run inside an executor.
+    ///
+    /// # Errors
+    ///
+    /// Any error of `fcntl(2)` (say, `EBADF`).
+    pub(crate) fn pipe(fd: OwnedFd) -> io::Result<StreamIo> {
+        set_nonblocking(fd.as_raw_fd())?;
+        let reg = context::current().reactor.register();
+        Ok(StreamIo::with(fd, reg, None, FdKind::Pipe))
+    }
+
+    /// A write of `buf` on this stream: a write op on a pipe, a send on a
+    /// socket.
+    fn write_of(&self, buf: Vec<u8>) -> Op {
+        match self.kind {
+            FdKind::Socket => Op::send(self.raw_fd(), buf, 0),
+            FdKind::Pipe | FdKind::BlockingPipe => Op::write(self.raw_fd(), buf),
+        }
+    }
+
+    /// Whether `result`, an op's, is a pipe's `EAGAIN`: then the pipe goes
+    /// back to blocking mode ([`FdKind::BlockingPipe`]) and the op is to
+    /// be made again.
+    fn pipe_would_block(&mut self, result: i32) -> bool {
+        if result != -libc::EAGAIN || self.kind == FdKind::Socket {
+            return false;
+        }
+        if self.kind == FdKind::Pipe {
+            // F_GETFL/F_SETFL take no pointers. If it fails, the fd stays
+            // non-blocking and the op is made again anyway.
+            if let Ok(flags) = syscall!(fcntl(self.raw_fd(), libc::F_GETFL)) {
+                let _ = syscall!(fcntl(self.raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK));
+            }
+            self.kind = FdKind::BlockingPipe;
+        }
+        true
     }
 
     /// Connects socket `fd` to `addr` through the ring.
@@ -370,6 +461,10 @@ impl StreamIo {
     }
 
     fn end_read(&mut self, result: i32) {
+        if self.pipe_would_block(result) {
+            // Read again, now waiting in the kernel.
+            return;
+        }
         match result {
             0 => self.read_eof = true,
             r if r == -libc::ECANCELED || r == -libc::EINTR => {}
@@ -410,8 +505,13 @@ impl StreamIo {
                     None => {
                         let mut buf = std::mem::take(&mut self.spare);
                         buf.clear();
-                        buf.reserve(OWNED_READ);
-                        Op::recv(self.raw_fd(), buf, 0)
+                        if self.kind != FdKind::Socket {
+                            buf.reserve(PIPE_READ);
+                            Op::read(self.raw_fd(), buf)
+                        } else {
+                            buf.reserve(OWNED_READ);
+                            Op::recv(self.raw_fd(), buf, 0)
+                        }
                     }
                 };
                 self.read_op = Some(self.reg.submit(op)?);
@@ -482,7 +582,7 @@ impl StreamIo {
             }
             let mut buf = self.reg.reclaim(op).unwrap_or_default();
             if result < 0 {
-                if result != -libc::EINTR {
+                if result != -libc::EINTR && !self.pipe_would_block(result) {
                     self.write_err = Some(errno(result));
                     buf.clear();
                     self.write_buf = buf;
@@ -494,7 +594,7 @@ impl StreamIo {
             if buf.is_empty() {
                 self.write_buf = buf;
             } else {
-                self.write_op = Some(self.reg.submit(Op::send(self.raw_fd(), buf, 0))?);
+                self.write_op = Some(self.reg.submit(self.write_of(buf))?);
             }
         }
         match self.write_err.take() {
@@ -524,7 +624,12 @@ impl StreamIo {
         // when the socket buffer is full, or when many streams are busy
         // and one enter for all their sends is cheaper (`batch_sends`).
         if !context::batch_sends() {
-            match send_now(self.raw_fd(), src) {
+            let now = match self.kind {
+                FdKind::Socket => send_now(self.raw_fd(), src),
+                FdKind::Pipe => write_now(self.raw_fd(), src),
+                FdKind::BlockingPipe => Err(io::ErrorKind::WouldBlock.into()),
+            };
+            match now {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -535,7 +640,7 @@ impl StreamIo {
         let mut buf = std::mem::take(&mut self.write_buf);
         buf.clear();
         buf.extend_from_slice(&src[..n]);
-        self.write_op = Some(self.reg.submit(Op::send(self.raw_fd(), buf, 0))?);
+        self.write_op = Some(self.reg.submit(self.write_of(buf))?);
         Poll::Ready(Ok(n))
     }
 
@@ -543,12 +648,21 @@ impl StreamIo {
         self.poll_write_idle(cx)
     }
 
-    /// Flushes, then shuts down the writing half.
+    /// Flushes, then shuts down the writing half; a pipe is closed (through
+    /// the ring, after every op queued for it), so that its reader sees end
+    /// of file.
     pub(crate) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.poll_write_idle(cx))?;
             if self.shut {
                 return Poll::Ready(Ok(()));
+            }
+            if self.kind != FdKind::Socket {
+                if let Some(fd) = self.fd.take() {
+                    close_after_queued(&self.reg, fd);
+                }
+                self.shut = true;
+                continue;
             }
             self.write_op = Some(self.reg.submit(Op::shutdown(self.raw_fd(), libc::SHUT_WR))?);
             self.shutting = true;
@@ -716,6 +830,60 @@ impl Acceptor {
 }
 #[cfg(test)]
 mod tests {
+    use std::future::poll_fn;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use super::{FdKind, StreamIo};
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into `fds`, a live local.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 just made both, and nothing else owns them.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    /// The fallback for a ring that answers a pipe op with `EAGAIN`
+    /// (io_uring before 6.3 may): the pipe goes back to blocking mode,
+    /// writes stop being tried inline, and bytes still flow both ways
+    /// through the ring, more than the pipe holds.
+    #[test]
+    fn a_pipe_put_back_in_blocking_mode_still_reads_and_writes() {
+        let rt = crate::LocalReactor::new().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let back = rt.block_on(async {
+            let (r, w) = pipe();
+            let (mut reader, mut writer) = (StreamIo::pipe(r).unwrap(), StreamIo::pipe(w).unwrap());
+            for io in [&mut reader, &mut writer] {
+                assert!(io.pipe_would_block(-libc::EAGAIN));
+                assert_eq!(io.kind, FdKind::BlockingPipe);
+                assert!(!io.pipe_would_block(-libc::EPIPE));
+            }
+            // SAFETY: F_GETFL takes no pointers.
+            let flags = unsafe { libc::fcntl(writer.raw_fd(), libc::F_GETFL) };
+            assert_eq!(flags & libc::O_NONBLOCK, 0, "blocking again");
+            let write = async {
+                let mut sent = 0;
+                while sent < data.len() {
+                    sent += poll_fn(|cx| writer.poll_write(cx, &data[sent..])).await.unwrap();
+                }
+                poll_fn(|cx| writer.poll_close(cx)).await.unwrap();
+            };
+            let read = async {
+                let mut back = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    match poll_fn(|cx| reader.poll_read(cx, &mut buf)).await.unwrap() {
+                        0 => break back,
+                        n => back.extend_from_slice(&buf[..n]),
+                    }
+                }
+            };
+            futures::future::join(write, read).await.1
+        });
+        assert!(back == data, "{} bytes of {} came back", back.len(), data.len());
+    }
+
     /// A stream's own state is most of what an idle connection costs
     /// besides its one registration slot (see `bytes_per_idle_tcp_stream`
     /// in `tests/alloc.rs`); keep it from growing unnoticed.
