@@ -1,6 +1,6 @@
 //! Benchmarks for tally: Criterion micro-benches of the hot operations
 //! (`benches/`), and the `compare` binary, which runs tally (on io_uring,
-//! and on W1 to W4 and W6 also on its epoll backend), a hand-written mio
+//! and on W1 to W4, W6 and W7 also on its epoll backend), a hand-written mio
 //! readiness loop, tokio and (on W3 and W4) monoio side by side on named
 //! workloads and prints tally's throughput ratios.
 //!
@@ -8,8 +8,9 @@
 //!
 //! * [`harness`]: the method (warm-up, interleaved repetitions, counted
 //!   runs, a measuring [`Window`](harness::Window));
-//! * [`workloads`]: W0 to W6, one module each, every engine's side of each;
+//! * [`workloads`]: W0 to W7, one module each, every engine's side of each;
 //! * [`echo_client`]: the separate client process of W4;
+//! * [`http_client`]: the separate client process of W7;
 //! * [`tokio_on_tally`]: the `tokio-on-tally` engine, run by a second
 //!   binary with mio patched to compat-mio, whose entry point is
 //!   [`child`];
@@ -36,6 +37,7 @@ pub mod alloc;
 pub mod child;
 pub mod echo_client;
 pub mod harness;
+pub mod http_client;
 pub mod plot;
 pub mod report;
 pub mod sys;

@@ -164,6 +164,8 @@ pub const TARGETS: &[(&str, &str, f64)] = &[
     ("W4 echo 2-workers server-cpu", "tally/tokio", 1.2),
     ("W3 pingpong", "tokio-on-tally/tokio", 1.0),
     ("W4 echo", "tokio-on-tally/tokio", 1.0),
+    ("W7 http", "tally/tokio", 1.2),
+    ("W7 http server-cpu", "tally/tokio", 1.2),
     ("W5 churn (fd-less) 1M", "1M/1k", 0.77),
     ("W5 churn-random 1M", "1M/1k", 0.5),
     ("W5 churn-fd 1k", "tally/mio", 1.0),

@@ -22,6 +22,9 @@
 //! * [`signal`]: process signals as counted packets;
 //! * [`process`]: child processes, their exits as packets (pidfd) and their
 //!   stdin/stdout/stderr as pipe streams;
+//! * `hyper` (with the `hyper` feature): hyper 1.x's `rt` traits for the
+//!   streams, an executor and a timer, so hyper's HTTP/1 server runs on a
+//!   `LocalReactor`;
 //! * [`Runtime`]: a `LocalReactor` per worker thread, spawned onto from any
 //!   thread through a [`Handle`];
 //! * [`TestExecutor`]: fake time and `run_until_stalled`;
@@ -58,6 +61,8 @@ mod blocking;
 mod context;
 mod executor;
 pub mod fs;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub mod net;

@@ -1,6 +1,6 @@
 //! `compare`: runs tally, a hand-written mio readiness loop, tokio and (on
 //! W3, W3-many and W4) monoio side by side on named workloads, and prints
-//! tally's throughput ratios; on W1 to W4, W3-many, W5 churn-fd and W6, also
+//! tally's throughput ratios; on W1 to W4, W3-many, W5 churn-fd, W6 and W7, also
 //! tally on its epoll backend (`tally-epoll`) and its ratios to mio and
 //! tokio.
 //!
@@ -10,7 +10,7 @@
 //!
 //! * `--quick`: smaller counts and 3 repetitions (under two minutes on two
 //!   cores); without it, full counts and 7 repetitions (under fifteen).
-//! * `--only`: a comma-separated list of workloads (`W0` … `W6`, `W8`, `W3M` for
+//! * `--only`: a comma-separated list of workloads (`W0` … `W8`, `W3M` for
 //!   W3-many, 64 pingpong pairs at once, `W4MT` for W4 echo 2-workers,
 //!   every server on two threads, and `mem` for bytes per registration).
 //!   `W4` does not include `W4MT`. `W5` runs its three patterns: `churn (fd-less)`,
@@ -22,7 +22,8 @@
 //!
 //! The binary installs a counting global allocator, so that every run also
 //! reports allocations per event. `compare --echo-client ADDR CONNS MSGS` is
-//! the W4 client process, which `compare` starts itself.
+//! the W4 client process, and `compare --http-client ADDR CONNS REQS` the
+//! W7 one; `compare` starts both itself.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,11 +33,12 @@ use std::process::ExitCode;
 use tally_benches::alloc::{self, CountingAlloc};
 use tally_benches::echo_client;
 use tally_benches::harness::{Bench, Engine, Measured, Run};
+use tally_benches::http_client;
 use tally_benches::plot;
 use tally_benches::report::{Report, WorkloadResult, pairwise, utc_date};
 use tally_benches::sys::{self, Machine};
 use tally_benches::workloads::{
-    Config, churn, echo, echo_mt, fan_in, file, footprint, nop, pingpong, pingpong_many,
+    Config, churn, echo, echo_mt, fan_in, file, footprint, http, nop, pingpong, pingpong_many,
     signal_flood, timers,
 };
 
@@ -53,7 +55,10 @@ struct Args {
     plot: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: compare [--quick] [--only W0,W1,...,W6,W8,W3M,W4MT,mem] [--engines tally,...] [--json PATH] [--plot PATH.svg]";
+/// Allocations per event, by engine: (workload entry, figure).
+type Allocs = BTreeMap<Engine, Vec<(String, f64)>>;
+
+const USAGE: &str = "usage: compare [--quick] [--only W0,W1,...,W8,W3M,W4MT,mem] [--engines tally,...] [--json PATH] [--plot PATH.svg]";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut out = Args::default();
@@ -90,6 +95,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("echo client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if argv.first().map(String::as_str) == Some("--http-client") {
+        return match http_client::main(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("http client: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -159,13 +173,13 @@ fn run(args: &Args) -> std::io::Result<()> {
         bench.only_engines(engines.clone());
     }
     let mut workloads = Vec::new();
-    let mut allocs: BTreeMap<Engine, Vec<(String, f64)>> = BTreeMap::new();
+    let mut allocs = Allocs::new();
     let mut absent = Vec::new();
     if !alloc::is_counting() {
         bench.notes.push("the counting allocator is not installed: allocations read 0".into());
     }
 
-    let mut record = |m: &Measured, workloads: &mut Vec<WorkloadResult>| {
+    let record = |m: &Measured, workloads: &mut Vec<WorkloadResult>, allocs: &mut Allocs| {
         let (main, alone) = split_reactor(m);
         for m in std::iter::once(&main).chain(&alone) {
             for (e, a) in allocs_per_event(m) {
@@ -180,11 +194,11 @@ fn run(args: &Args) -> std::io::Result<()> {
 
     if args.wants("W0") {
         let m = bench.measure(nop::spec(cfg));
-        record(&m, &mut workloads);
+        record(&m, &mut workloads, &mut allocs);
     }
     if args.wants("W1") {
         let m = bench.measure(signal_flood::spec(cfg));
-        record(&m, &mut workloads);
+        record(&m, &mut workloads, &mut allocs);
         workloads.push(WorkloadResult::summarize(
             &m,
             "W1 signal_flood consumer-cpu",
@@ -194,19 +208,19 @@ fn run(args: &Args) -> std::io::Result<()> {
     }
     if args.wants("W2") {
         let m = bench.measure(fan_in::spec(cfg));
-        record(&m, &mut workloads);
+        record(&m, &mut workloads, &mut allocs);
     }
     if args.wants("W3") {
         let m = bench.measure(pingpong::spec(cfg));
-        record(&m, &mut workloads);
+        record(&m, &mut workloads, &mut allocs);
     }
     if args.wants("W3M") {
         let m = bench.measure(pingpong_many::spec(cfg));
-        record(&m, &mut workloads);
+        record(&m, &mut workloads, &mut allocs);
     }
     if args.wants("W4") {
         let m = bench.measure(echo::spec(cfg));
-        record(&m, &mut workloads);
+        record(&m, &mut workloads, &mut allocs);
         let (main, alone) = split_reactor(&m);
         for m in std::iter::once(&main).chain(&alone) {
             let name = format!("{} server-cpu", m.name);
@@ -216,7 +230,7 @@ fn run(args: &Args) -> std::io::Result<()> {
     if args.wants("W4MT") {
         let splits = echo_mt::Splits::default();
         let m = bench.measure(echo_mt::spec(cfg, &splits));
-        record(&m, &mut workloads);
+        record(&m, &mut workloads, &mut allocs);
         let name = format!("{} server-cpu", m.name);
         workloads.push(WorkloadResult::summarize(&m, &name, "msgs/cpu-s", cpu_throughput));
         bench.notes.extend(splits.note(&m.name));
@@ -227,7 +241,7 @@ fn run(args: &Args) -> std::io::Result<()> {
             absent.extend(missing);
             let measured: Vec<Measured> = specs.into_iter().map(|s| bench.measure(s)).collect();
             for m in &measured {
-                record(m, &mut workloads);
+                record(m, &mut workloads, &mut allocs);
             }
             // ratios["1M/1k"]: tally at 1M over tally at 1k, repetition by
             // repetition, on every entry of a pattern that reaches 1M.
@@ -249,16 +263,22 @@ fn run(args: &Args) -> std::io::Result<()> {
             }
         }
     }
-    if args.wants("W8") {
-        let m = bench.measure(file::spec(cfg));
-        record(&m, &mut workloads);
-    }
     if args.wants("W6") {
         let m = bench.measure(timers::spec(cfg));
         for (e, a) in allocs_per_event(&m) {
             allocs.entry(e).or_default().push((m.name.clone(), a));
         }
         workloads.push(WorkloadResult::summarize(&m, &m.name, m.unit, cpu_throughput));
+    }
+    if args.wants("W7") {
+        let m = bench.measure(http::spec(cfg));
+        record(&m, &mut workloads, &mut allocs);
+        let name = format!("{} server-cpu", m.name);
+        workloads.push(WorkloadResult::summarize(&m, &name, "reqs/cpu-s", cpu_throughput));
+    }
+    if args.wants("W8") {
+        let m = bench.measure(file::spec(cfg));
+        record(&m, &mut workloads, &mut allocs);
     }
     let mut bytes = BTreeMap::new();
     if args.wants("MEM") {

@@ -146,7 +146,7 @@ impl Steady {
         (begin > 0 && end > begin).then(|| Duration::from_nanos(end - begin))
     }
 
-    fn allocs(&self) -> u64 {
+    pub(crate) fn allocs(&self) -> u64 {
         let begin = self.begin.load(Ordering::Relaxed);
         let end = match self.end.load(Ordering::Relaxed) {
             0 => alloc::allocations(),

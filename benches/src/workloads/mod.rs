@@ -14,6 +14,7 @@
 //! | [`churn`] | W5 `churn (fd-less)`, `churn-random` | tally, mio, tokio |
 //! | [`churn`] | W5 `churn-fd` | tally, tally-epoll, mio, tokio |
 //! | [`timers`] | W6 `timers` | tally, tally-epoll, mio, tokio |
+//! | [`http`] | W7 `http`: hyper's hello world, 64 keep-alive connections | tally, tally-epoll, tokio |
 //! | [`file`](mod@file) | W8 `file`: 4 KiB random reads of a cached file, 64 in flight | tally, tally-epoll, tokio, pread |
 //! | [`footprint`] | bytes per idle registration | tally, mio, tokio |
 //!
@@ -29,6 +30,7 @@ pub mod echo_mt;
 pub mod fan_in;
 pub mod file;
 pub mod footprint;
+pub mod http;
 pub mod nop;
 pub mod pingpong;
 pub mod pingpong_many;
