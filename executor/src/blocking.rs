@@ -58,7 +58,12 @@ impl Pool {
     pub(crate) fn run(self: &Arc<Self>, job: Job) {
         let mut state = self.state.lock();
         state.jobs.push_back(job);
-        if state.idle > 0 {
+        // An idle thread counts as idle until it wakes and takes the lock,
+        // so compare the queue with the idle threads: each queued job
+        // needs one of its own. (Testing `idle > 0` alone would hand a
+        // whole burst, queued before the woken thread runs, to that one
+        // thread, one job after another.)
+        if state.jobs.len() <= state.idle {
             drop(state);
             self.work.notify_one();
             return;

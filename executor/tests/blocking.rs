@@ -93,3 +93,44 @@ fn dropping_the_executor_lets_idle_threads_exit_at_once() {
     }
     assert!(start.elapsed() < Duration::from_secs(2), "the idle thread did not exit on close");
 }
+
+/// A burst queued while one pool thread is idle gets a thread per job (up
+/// to the cap), not that one thread: an idle thread stays counted as idle
+/// until it wakes, and every job queued before then used to be handed to
+/// it. Sixteen jobs that meet at a rendezvous must all run side by side.
+#[test]
+fn a_burst_of_jobs_gets_threads_while_one_is_idle() {
+    use std::sync::{Condvar, Mutex};
+    const N: usize = 16;
+    // The window is the idle thread's wake-up latency: look a few times,
+    // each on a fresh executor (a fresh pool).
+    for round in 0..6 {
+        let rt = LocalReactor::builder().blocking_threads(32).build().unwrap();
+        let met = util::bounded(&rt, "rendezvous on the pool", async {
+            spawn_blocking(|| ()).await.unwrap();
+            // The pool's one thread is now idle on its condvar.
+            tally::time::sleep(Duration::from_millis(50)).await;
+            let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+            let jobs: Vec<_> = (0..N)
+                .map(|_| {
+                    let gate = gate.clone();
+                    spawn_blocking(move || {
+                        let (count, cv) = &*gate;
+                        let mut c = count.lock().unwrap();
+                        *c += 1;
+                        cv.notify_all();
+                        let wait = Duration::from_millis(1000);
+                        let (c, _) = cv.wait_timeout_while(c, wait, |c| *c < N).unwrap();
+                        *c >= N
+                    })
+                })
+                .collect();
+            let mut met = 0;
+            for j in jobs {
+                met += usize::from(j.await.unwrap());
+            }
+            met
+        });
+        assert_eq!(met, N, "round {round}: only {met} of {N} jobs ran side by side, cap 32");
+    }
+}
