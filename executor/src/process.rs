@@ -742,7 +742,11 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// The parent's end of a child's stdin: [`futures::io::AsyncWrite`] (and
 /// tokio's, with the `tokio-io` feature). Closing it (`close`, or dropping
-/// it) gives the child end of file; `close` flushes first.
+/// it) gives the child end of file; `close` flushes first. Bytes a write
+/// reported written are never lost: dropped (or closed by [`Child::wait`])
+/// with a write still in flight, the write finishes in a background task
+/// on the executor before the pipe closes (unless the child closes its
+/// end first, or the executor is no longer running).
 pub struct ChildStdin {
     io: StreamIo,
 }

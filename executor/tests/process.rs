@@ -604,3 +604,47 @@ fn a_finished_child_leaves_no_fd_open() {
     let closed = run_until(&rt, Duration::from_secs(5), || open().is_empty());
     assert!(closed, "fds left open: {:?}", open());
 }
+
+/// Bytes that `write_all` reported written reach the child even when
+/// stdin is dropped with the last write still in flight (the pipe was
+/// full): the write finishes in the background, then the pipe closes, as
+/// with tokio's pipes, whose writes are in the kernel before `Ready`.
+/// Both the explicit drop and `wait`'s own drop of stdin are covered.
+#[test]
+fn bytes_written_to_stdin_reach_the_child_after_it_is_dropped() {
+    let rt = LocalReactor::new().unwrap();
+    for drop_in_wait in [false, true] {
+        let (sent, counted) = util::bounded(&rt, "stdin then wc", async {
+            let mut child = Command::new("sh")
+                .args(["-c", "sleep 0.3; wc -c"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            // SAFETY: F_GETPIPE_SZ takes no pointers.
+            let cap = unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_GETPIPE_SZ) };
+            let cap = if cap > 0 { cap as usize } else { 65536 };
+            let data = vec![b'x'; cap + 1000];
+            stdin.write_all(&data).await.unwrap();
+            let mut stdout = child.stdout.take().unwrap();
+            if drop_in_wait {
+                child.stdin = Some(stdin);
+                let reader = tally::spawn(async move {
+                    let mut out = String::new();
+                    stdout.read_to_string(&mut out).await.unwrap();
+                    out
+                });
+                assert!(child.wait().await.unwrap().success());
+                (data.len(), reader.await.unwrap().trim().parse::<usize>().unwrap())
+            } else {
+                drop(stdin);
+                let mut out = String::new();
+                stdout.read_to_string(&mut out).await.unwrap();
+                assert!(child.wait().await.unwrap().success());
+                (data.len(), out.trim().parse::<usize>().unwrap())
+            }
+        });
+        assert_eq!(counted, sent, "drop in wait {drop_in_wait}: the child got {counted} of {sent}");
+    }
+}

@@ -151,6 +151,9 @@ pub(crate) struct StreamIo {
     /// Whether `write_op` is a shutdown.
     shutting: bool,
     shut: bool,
+    /// A pipe's write finishing in a background task after its stream
+    /// was dropped (see `Drop`): dropping this one closes at once.
+    lingering: bool,
     kind: FdKind,
 }
 
@@ -297,6 +300,7 @@ impl StreamIo {
             read_eof: false,
             shutting: false,
             shut: false,
+            lingering: false,
             kind,
         }
     }
@@ -670,8 +674,49 @@ impl StreamIo {
     }
 }
 
+impl StreamIo {
+    /// For a pipe dropped with a write in flight: moves the fd, its
+    /// registration and the write into a new `StreamIo` (leaving a fresh,
+    /// idle registration behind) whose task finishes the write and then
+    /// closes the fd. `poll_write` reported those bytes written once they
+    /// were copied, so cancelling them would lose data the caller was told
+    /// went out (`stdin.write_all(..).await; child.wait().await` would
+    /// lose the tail: `wait` drops stdin). tokio's pipes hand bytes to the
+    /// kernel before `Ready`, so a drop there loses nothing either.
+    ///
+    /// Not for sockets, whose drop keeps the documented behaviour (flush
+    /// or close first): a peer that never reads would keep such a task
+    /// forever, while a pipe's reader is a child that ends. Outside a
+    /// running executor there is nothing to run the task: `None`, and the
+    /// write is cancelled as before.
+    fn linger(&mut self) -> Option<StreamIo> {
+        if self.kind == FdKind::Socket || self.lingering || self.write_op.is_none() {
+            return None;
+        }
+        let exec = context::try_current()?;
+        let fd = self.fd.take()?;
+        let reg = std::mem::replace(&mut self.reg, exec.reactor.register());
+        let mut io = StreamIo::with(fd, reg, None, self.kind);
+        io.lingering = true;
+        io.read_op = self.read_op.take();
+        io.write_op = self.write_op.take();
+        io.write_done = self.write_done.take();
+        io.shutting = std::mem::take(&mut self.shutting);
+        io.write_buf = std::mem::take(&mut self.write_buf);
+        Some(io)
+    }
+}
+
 impl Drop for StreamIo {
     fn drop(&mut self) {
+        if let Some(mut io) = self.linger() {
+            // Detached: the task ends when the write has gone out (or the
+            // reader has gone: EPIPE) and the fd is closed.
+            drop(crate::spawn(async move {
+                let _ = std::future::poll_fn(|cx| io.poll_close(cx)).await;
+            }));
+            return;
+        }
         if let Some(fd) = self.fd.take() {
             close_after_queued(&self.reg, fd);
         }
