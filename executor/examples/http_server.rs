@@ -37,9 +37,23 @@ fn main() -> std::io::Result<()> {
         let why = m.fallback.map(|f| format!(", {f}")).unwrap_or_default();
         println!("http server on http://{} (backend {}{why})", listener.local_addr()?, m.backend);
         loop {
-            let (stream, _) = listener.accept().await?;
-            // Responses go out whole; do not let Nagle hold one back.
-            stream.set_nodelay(true)?;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of fds (EMFILE, ENFILE) or memory: the listener is
+                // fine, so say so, give connections a moment to close,
+                // and go on serving the ones already open.
+                Err(e) if is_transient(&e) => {
+                    eprintln!("accept: {e}");
+                    tally::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Responses go out whole; do not let Nagle hold one back. A
+            // connection already reset fails here: drop it, not the server.
+            if stream.set_nodelay(true).is_err() {
+                continue;
+            }
             tally::spawn(async move {
                 let conn = http1::Builder::new()
                     .timer(LocalTimer)
@@ -54,4 +68,13 @@ fn main() -> std::io::Result<()> {
             });
         }
     })
+}
+
+/// Whether an accept error passes (out of fds or memory), as opposed to
+/// one that says the listener itself is broken.
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED)
+    )
 }
