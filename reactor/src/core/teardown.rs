@@ -126,6 +126,15 @@ impl Core {
         for op in cold.ops.drain(..) {
             let Some(o) = self.ops.get_mut(op) else { continue };
             match o.state {
+                // A close is left to run, its completion dropped (it
+                // settles as any cancelled op does): the kernel sends the
+                // close of a file with a flush method (NFS, FUSE, CIFS) to
+                // a worker thread, and a cancel that caught it there would
+                // hand the fd back, to be closed synchronously on this
+                // thread when the op is dropped, flush and all.
+                OpState::InFlight if matches!(o.kind, OpKind::Close { .. }) => {
+                    o.state = OpState::Cancelled;
+                }
                 OpState::InFlight | OpState::Stopping => {
                     self.driver.cancel(op);
                     o.state = OpState::Cancelled;
