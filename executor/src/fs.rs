@@ -839,9 +839,11 @@ struct RingIo {
 
 #[derive(Default)]
 struct OpTable {
-    /// Calls in flight, by their op token's slot (dense: the reactor's
-    /// op slab), each checked against the full token.
-    entries: Vec<Option<Entry>>,
+    /// Calls in flight, each keyed by its op's full token (slot and
+    /// generation: a bufferless op leaves the reactor's slab at its
+    /// completion, and a later op may take its slot while the call still
+    /// waits), searched linearly: a file has a few in flight (W8 has 64).
+    entries: Vec<Entry>,
     /// The op whose call last left its waker in the registration.
     holder: Option<OpId>,
     /// Scratch for drains and wakes, keeping their allocations.
@@ -857,29 +859,28 @@ struct Entry {
 
 impl OpTable {
     fn entry_mut(&mut self, op: OpId) -> Option<&mut Entry> {
-        self.entries.get_mut(op.slot() as usize)?.as_mut().filter(|e| e.op == op)
+        self.entries.iter_mut().find(|e| e.op == op)
     }
 
-    fn insert(&mut self, op: OpId) {
-        let i = op.slot() as usize;
-        if self.entries.len() <= i {
-            self.entries.resize_with(i + 1, || None);
+    /// Adds `op`'s entry; false (and nothing changed) if it has one.
+    fn insert(&mut self, op: OpId) -> bool {
+        if self.entries.iter().any(|e| e.op == op) {
+            return false;
         }
-        self.entries[i] = Some(Entry { op, done: None, waker: None });
+        self.entries.push(Entry { op, done: None, waker: None });
+        true
     }
 
     /// Takes `op`'s entry out; returns it, and the waker of a call to wake
     /// if `op` held the registration and others still wait.
     fn remove(&mut self, op: OpId) -> (Option<Entry>, Option<Waker>) {
-        let entry = match self.entries.get_mut(op.slot() as usize) {
-            Some(slot) if slot.as_ref().is_some_and(|e| e.op == op) => slot.take(),
-            _ => None,
-        };
+        let entry = self.entries.iter().position(|e| e.op == op);
+        let entry = entry.map(|i| self.entries.swap_remove(i));
         if self.holder != Some(op) {
             return (entry, None);
         }
         self.holder = None;
-        let next = self.entries.iter().flatten().find(|e| e.done.is_none() && e.waker.is_some());
+        let next = self.entries.iter().find(|e| e.done.is_none() && e.waker.is_some());
         let next = next.map(|e| {
             self.holder = Some(e.op);
             e.waker.clone()
@@ -901,11 +902,34 @@ impl RingIo {
             Ok(id) => id,
             Err((e, op)) => return (Err(e), op.into_buffer()),
         };
-        self.table.borrow_mut().insert(id);
+        if !self.table.borrow_mut().insert(id) {
+            // Tokens carry a generation, so a live op's is never handed
+            // out again; were it, the other call's entry stays its own.
+            self.abandon(id);
+            return (Err(io::Error::other("the reactor handed out a live op's token")), None);
+        }
         let mut guard = OpGuard { ring: self, op: Some(id) };
         let done = poll_fn(|cx| self.poll(id, cx)).await;
         guard.op = None;
         (Ok(done), self.reg.reclaim(id))
+    }
+
+    /// Cancels `op`, which has no result in the table, and frees what it
+    /// holds. The reactor keeps the op's buffer until the kernel is done
+    /// with it; what arrived first comes back lent, and is freed here (an
+    /// open's fd, then the buffer).
+    fn abandon(&self, op: OpId) {
+        match self.reg.cancel(op) {
+            Cancel::AlreadyCompleted(list) | Cancel::Cancelled(list) => {
+                for packet in list {
+                    if let Some(c) = packet.as_completion() {
+                        drop(self.reg.take_fd(&c));
+                    }
+                }
+            }
+            Cancel::NotFound => {}
+        }
+        drop(self.reg.reclaim(op));
     }
 
     /// Ready with `op`'s completion, once a drain (this one or another
@@ -976,22 +1000,10 @@ impl Drop for OpGuard<'_> {
         if let Some(waker) = next {
             waker.wake();
         }
-        let drained = entry.is_some_and(|e| e.done.is_some());
-        if !drained {
-            // The reactor keeps the op's buffer until the kernel is done
-            // with it; what arrived first comes back lent, and is freed
-            // here (an open's fd) or below (the buffer).
-            match self.ring.reg.cancel(op) {
-                Cancel::AlreadyCompleted(list) | Cancel::Cancelled(list) => {
-                    for packet in list {
-                        if let Some(c) = packet.as_completion() {
-                            drop(self.ring.reg.take_fd(&c));
-                        }
-                    }
-                }
-                Cancel::NotFound => {}
-            }
+        if entry.is_some_and(|e| e.done.is_some()) {
+            drop(self.ring.reg.reclaim(op));
+        } else {
+            self.ring.abandon(op);
         }
-        drop(self.ring.reg.reclaim(op));
     }
 }

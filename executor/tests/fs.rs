@@ -560,3 +560,42 @@ fn a_read_of_evicted_pages_is_right() {
         rt.blocking_threads()
     );
 }
+
+/// Polls `fut` once with the calling task's waker (`util::poll_once` uses
+/// a waker that does nothing).
+async fn poll_here<F: Future + ?Sized>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+/// A bufferless op (fsync) leaves the reactor's op slab at its completion,
+/// so the next op on the file may take its slot while the sync's call
+/// still waits: the sync must still get its own completion (once the
+/// file's table was keyed by slot alone, and the read's entry replaced
+/// the sync's: a lost completion, or a panic on the sync's next poll).
+#[test]
+fn a_sync_whose_slot_is_reused_by_a_later_op_still_completes() {
+    let _serial = serial();
+    let dir = TempDir::new("sync-slot");
+    let path = dir.path("f");
+    let rt = rt();
+    let (synced, read, buf) = util::bounded(&rt, "sync then read", async {
+        fs::write(&path, b"hello").await.unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).await.unwrap();
+        let mut sync = std::pin::pin!(file.sync_all());
+        assert!(poll_here(sync.as_mut()).await.is_pending());
+        // The fsync completes in the kernel meanwhile; its op slot is freed.
+        tally::time::sleep(Duration::from_millis(200)).await;
+        // A read on the same file now takes that slot.
+        let mut read = std::pin::pin!(file.read_at(Vec::with_capacity(5), 0));
+        let first = poll_here(read.as_mut()).await;
+        let synced = tally::time::timeout(Duration::from_secs(5), sync).await;
+        let (n, buf) = match first {
+            Poll::Ready(out) => out,
+            Poll::Pending => read.await,
+        };
+        (synced.map(|r| r.map_err(|e| e.kind())), n.map_err(|e| e.kind()), buf)
+    });
+    assert_eq!(synced, Ok(Ok(())), "sync_all did not complete");
+    assert_eq!(read, Ok(5));
+    assert_eq!(buf, b"hello");
+}
