@@ -21,9 +21,9 @@
 //!   fsync, statx, unlink, rename and mkdir when the kernel has them
 //!   ([`Features::file_ops`](tally_reactor::Features::file_ops)), and
 //!   `set_len` with [`Features::ftruncate`](tally_reactor::Features::ftruncate).
-//!   Many reads in flight on one file share its one registration: each
-//!   waiting call keeps its waker beside its op, and whichever drains the
-//!   registration hands the others their results.
+//!   Many reads in flight on one file share its one registration, which
+//!   wakes every waiting call (whichever task it is in); whichever drains
+//!   the registration hands the others their results.
 //! * **epoll**, which cannot wait on a regular file. A positional read or
 //!   write is first tried on the reactor thread as a non-waiting
 //!   `preadv2(2)`/`pwritev2(2)` (`RWF_NOWAIT`) when the future is first
@@ -63,7 +63,7 @@
 //! });
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::ffi::CString;
 use std::fmt;
 use std::future::poll_fn;
@@ -72,9 +72,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime};
 
+use parking_lot::Mutex;
 use tally_reactor::{Backend, Cancel, Op, OpId, PacketList, Registration, STATX_BYTES};
 
 use crate::context;
@@ -825,16 +826,17 @@ struct Completed {
 /// file shares, and the table through which concurrent calls hand each
 /// other their completions.
 ///
-/// The registration keeps only the waker of the last call to poll it (the
-/// table's `holder`). Each waiting call keeps its own waker in its entry,
-/// and whoever drains the registration stores every completion it finds in
-/// its op's entry and wakes that call. A holder that finishes or is
-/// dropped while others still wait wakes one of them, which polls the
-/// registration and so becomes the holder: none is left waiting on a
-/// waker nobody will answer.
+/// The registration keeps one waker, and any call may be the one to drain
+/// it. So the registration is always given the file's [`Fan`], which
+/// wakes every call that waits: whichever completion arrives, its own
+/// call's task runs, even while the other calls' tasks are busy elsewhere.
+/// Whoever drains stores every completion it finds in its op's entry,
+/// where that call finds it when it runs.
 struct RingIo {
     reg: Registration,
     table: RefCell<OpTable>,
+    /// The fan, and a waker made from it once, made at the first wait.
+    fan: OnceCell<(Arc<Fan>, Waker)>,
 }
 
 #[derive(Default)]
@@ -844,17 +846,13 @@ struct OpTable {
     /// completion, and a later op may take its slot while the call still
     /// waits), searched linearly: a file has a few in flight (W8 has 64).
     entries: Vec<Entry>,
-    /// The op whose call last left its waker in the registration.
-    holder: Option<OpId>,
-    /// Scratch for drains and wakes, keeping their allocations.
+    /// Scratch for drains, keeping its allocation.
     list: PacketList,
-    wakers: Vec<Waker>,
 }
 
 struct Entry {
     op: OpId,
     done: Option<Completed>,
-    waker: Option<Waker>,
 }
 
 impl OpTable {
@@ -867,31 +865,78 @@ impl OpTable {
         if self.entries.iter().any(|e| e.op == op) {
             return false;
         }
-        self.entries.push(Entry { op, done: None, waker: None });
+        self.entries.push(Entry { op, done: None });
         true
     }
 
-    /// Takes `op`'s entry out; returns it, and the waker of a call to wake
-    /// if `op` held the registration and others still wait.
-    fn remove(&mut self, op: OpId) -> (Option<Entry>, Option<Waker>) {
-        let entry = self.entries.iter().position(|e| e.op == op);
-        let entry = entry.map(|i| self.entries.swap_remove(i));
-        if self.holder != Some(op) {
-            return (entry, None);
+    /// Takes `op`'s entry out.
+    fn remove(&mut self, op: OpId) -> Option<Entry> {
+        let i = self.entries.iter().position(|e| e.op == op)?;
+        Some(self.entries.swap_remove(i))
+    }
+}
+
+/// The wakers of a file's waiting calls, each beside its op: the waker
+/// the file's registration is given. Waking it wakes (and takes) every
+/// one; each call puts its waker back before it next waits, and takes it
+/// out when it finishes or is dropped, so the list holds only calls that
+/// wait. Its storage is kept from wake to wake.
+#[derive(Default)]
+struct Fan {
+    wakers: Mutex<Vec<(OpId, Waker)>>,
+}
+
+impl Fan {
+    /// Keeps `waker` as `op`'s.
+    fn set(&self, op: OpId, waker: &Waker) {
+        let mut wakers = self.wakers.lock();
+        match wakers.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, w)) if w.will_wake(waker) => {}
+            Some((_, w)) => {
+                let old = std::mem::replace(w, waker.clone());
+                drop(wakers);
+                drop(old);
+            }
+            None => wakers.push((op, waker.clone())),
         }
-        self.holder = None;
-        let next = self.entries.iter().find(|e| e.done.is_none() && e.waker.is_some());
-        let next = next.map(|e| {
-            self.holder = Some(e.op);
-            e.waker.clone()
-        });
-        (entry, next.flatten())
+    }
+
+    /// Drops `op`'s waker, if kept.
+    fn forget(&self, op: OpId) {
+        let mut wakers = self.wakers.lock();
+        let Some(i) = wakers.iter().position(|(o, _)| *o == op) else { return };
+        let (_, old) = wakers.swap_remove(i);
+        drop(wakers);
+        drop(old);
+    }
+}
+
+impl Wake for Fan {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Woken outside the lock: a wake may drop a task, whose dropped
+        // calls forget their wakers here.
+        let mut taken = std::mem::take(&mut *self.wakers.lock());
+        for (_, waker) in taken.drain(..) {
+            waker.wake();
+        }
+        let mut wakers = self.wakers.lock();
+        if taken.capacity() > wakers.capacity() {
+            // Give the list its storage back (and keep what a wake added).
+            taken.append(&mut wakers);
+            std::mem::swap(&mut *wakers, &mut taken);
+        }
+        drop(wakers);
+        drop(taken);
     }
 }
 
 impl RingIo {
     fn new(reg: Registration) -> RingIo {
-        RingIo { reg, table: RefCell::new(OpTable::default()) }
+        RingIo { reg, table: RefCell::new(OpTable::default()), fan: OnceCell::new() }
     }
 
     /// Submits `op` and waits for its completion; hands back the op's
@@ -932,62 +977,59 @@ impl RingIo {
         drop(self.reg.reclaim(op));
     }
 
+    /// Takes `op`'s entry out of the table, and its waker out of the fan.
+    fn remove(&self, op: OpId) -> Option<Entry> {
+        let entry = self.table.borrow_mut().remove(op);
+        if let Some((fan, _)) = self.fan.get() {
+            fan.forget(op);
+        }
+        entry
+    }
+
     /// Ready with `op`'s completion, once a drain (this one or another
     /// call's) has found it.
     fn poll(&self, op: OpId, cx: &mut Context<'_>) -> Poll<Completed> {
         loop {
             let mut table = self.table.borrow_mut();
             if table.entry_mut(op).is_some_and(|e| e.done.is_some()) {
-                let (entry, next) = table.remove(op);
                 drop(table);
-                if let Some(waker) = next {
-                    waker.wake();
-                }
-                let done = entry.and_then(|e| e.done);
+                let done = self.remove(op).and_then(|e| e.done);
                 return Poll::Ready(done.expect("checked above"));
             }
             let mut list = std::mem::take(&mut table.list);
             drop(table);
-            let polled = self.reg.poll_drain_into(cx, &mut list);
+            // This call's waker goes in the fan before the drain, so that
+            // a completion from here on wakes it.
+            let (fan, fan_waker) = self.fan.get_or_init(|| {
+                let fan = Arc::new(Fan::default());
+                (fan.clone(), Waker::from(fan))
+            });
+            fan.set(op, cx.waker());
+            let polled = self.reg.poll_drain_into(&mut Context::from_waker(fan_waker), &mut list);
             let mut table = self.table.borrow_mut();
             if polled.is_pending() {
                 table.list = list;
-                table.holder = Some(op);
-                let entry = table.entry_mut(op).expect("a call in flight has its entry");
-                let old = match &entry.waker {
-                    Some(w) if w.will_wake(cx.waker()) => None,
-                    _ => entry.waker.replace(cx.waker().clone()),
-                };
-                drop(table);
-                drop(old);
                 return Poll::Pending;
             }
-            let mut wakers = std::mem::take(&mut table.wakers);
             for packet in list.drain(..) {
                 let Some(c) = packet.as_completion() else { continue };
                 // An open's fd is lent only until the next drain: take it now.
                 let fd = c.accepted_fd().and_then(|_| self.reg.take_fd(&c));
                 let Some(entry) = table.entry_mut(c.op()) else { continue };
                 if entry.done.is_none() {
+                    // Its call's task was woken by the fan when the
+                    // completion arrived, if it waited then.
                     entry.done = Some(Completed { result: c.result, fd });
-                    if c.op() != op {
-                        wakers.extend(entry.waker.take());
-                    }
                 }
             }
             table.list = list;
-            drop(table);
-            for waker in wakers.drain(..) {
-                waker.wake();
-            }
-            self.table.borrow_mut().wakers = wakers;
         }
     }
 }
 
 /// Cancels a call's op when its future is dropped before the op completed,
-/// and frees what a completed one holds; either way wakes the next waiting
-/// call if this one held the registration.
+/// and frees what a completed one holds; either way takes the call's entry
+/// and waker out.
 struct OpGuard<'a> {
     ring: &'a RingIo,
     op: Option<OpId>,
@@ -996,11 +1038,7 @@ struct OpGuard<'a> {
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
         let Some(op) = self.op else { return };
-        let (entry, next) = self.ring.table.borrow_mut().remove(op);
-        if let Some(waker) = next {
-            waker.wake();
-        }
-        if entry.is_some_and(|e| e.done.is_some()) {
+        if self.ring.remove(op).is_some_and(|e| e.done.is_some()) {
             drop(self.ring.reg.reclaim(op));
         } else {
             self.ring.abandon(op);

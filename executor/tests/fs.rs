@@ -599,3 +599,39 @@ fn a_sync_whose_slot_is_reused_by_a_later_op_still_completes() {
     assert_eq!(read, Ok(5));
     assert_eq!(buf, b"hello");
 }
+
+/// Two tasks read one file: one polls its read once and then sleeps
+/// without polling it again (a future kept for later). The other's read
+/// must complete meanwhile (once the registration woke only the last call
+/// to poll it, and the other task's completion sat queued until the
+/// sleeper polled again: 3 s).
+#[test]
+fn a_read_completes_while_another_tasks_read_on_the_file_is_not_polled() {
+    let _serial = serial();
+    let dir = TempDir::new("holder");
+    let path = dir.path("f");
+    let rt = rt();
+    let waited = util::bounded(&rt, "two readers", async {
+        fs::write(&path, b"hello").await.unwrap();
+        let file = Rc::new(File::open(&path).await.unwrap());
+        let f1 = file.clone();
+        let a = tally::spawn(async move {
+            let t = std::time::Instant::now();
+            let (n, _) = f1.read_at(Vec::with_capacity(5), 0).await;
+            n.unwrap();
+            t.elapsed()
+        });
+        let f2 = file.clone();
+        let b = tally::spawn(async move {
+            let mut read = std::pin::pin!(f2.read_at(Vec::with_capacity(5), 0));
+            if poll_here(read.as_mut()).await.is_pending() {
+                tally::time::sleep(Duration::from_secs(3)).await;
+                read.await.0.unwrap();
+            }
+        });
+        let waited = a.await.unwrap();
+        b.await.unwrap();
+        waited
+    });
+    assert!(waited < Duration::from_secs(1), "task A's read waited {waited:?} for task B to poll");
+}
