@@ -304,8 +304,9 @@ impl File {
     ///
     /// # Errors
     ///
-    /// What `pread(2)` answers: `EISDIR` for a directory, `EBADF` for a
-    /// file not open for reading, ... The buffer comes back either way.
+    /// `InvalidInput` for `pos` past `i64::MAX`; otherwise what `pread(2)`
+    /// answers: `EISDIR` for a directory, `EBADF` for a file not open for
+    /// reading, ... The buffer comes back either way.
     pub async fn read_at(&self, mut buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
         let Some(ring) = &self.ring else {
             match pread_now(self.raw_fd(), &mut buf, pos, libc::RWF_NOWAIT) {
@@ -323,6 +324,11 @@ impl File {
             });
             return job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
         };
+        // To the ring, offset -1 (u64::MAX) means the file position: any
+        // offset past i64::MAX is refused here, as pread(2) refuses it.
+        if let Err(e) = offset(pos) {
+            return (Err(e), buf);
+        }
         let len = buf.len();
         let (res, back) = ring.run(Op::read_at(self.raw_fd(), buf, pos)).await;
         let buf = back.unwrap_or_default();
@@ -359,7 +365,8 @@ impl File {
     ///
     /// # Errors
     ///
-    /// What `pwrite(2)` answers: `EBADF` for a file not open for writing,
+    /// `InvalidInput` for `pos` past `i64::MAX`; otherwise what
+    /// `pwrite(2)` answers: `EBADF` for a file not open for writing,
     /// `ENOSPC`, ... The buffer comes back either way.
     pub async fn write_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
         let Some(ring) = &self.ring else {
@@ -379,6 +386,10 @@ impl File {
             });
             return job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
         };
+        // As in `read_at`: never the file position.
+        if let Err(e) = offset(pos) {
+            return (Err(e), buf);
+        }
         let (res, back) = ring.run(Op::write_at(self.raw_fd(), buf, pos)).await;
         let buf = back.unwrap_or_default();
         (res.and_then(|c| check(c.result)).map(|n| n as usize), buf)
@@ -799,6 +810,7 @@ fn pwrite_now(fd: RawFd, buf: &[u8], pos: u64, flags: i32) -> io::Result<usize> 
     }
 }
 
+/// `pos` as an `off_t`; `InvalidInput` past `i64::MAX`, on both backends.
 fn offset(pos: u64) -> io::Result<libc::off_t> {
     libc::off_t::try_from(pos)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset past i64::MAX"))

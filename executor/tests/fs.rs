@@ -635,3 +635,30 @@ fn a_read_completes_while_another_tasks_read_on_the_file_is_not_polled() {
     });
     assert!(waited < Duration::from_secs(1), "task A's read waited {waited:?} for task B to poll");
 }
+
+/// To io_uring an offset of u64::MAX (-1) means the file position; a
+/// `read_at`/`write_at` there must be `InvalidInput` on both backends, as
+/// any offset past i64::MAX is, never a read or write at the position
+/// (once, on io_uring, the write landed at offset 0).
+#[test]
+fn an_offset_of_u64_max_never_means_the_file_position() {
+    let _serial = serial();
+    let dir = TempDir::new("u64max");
+    let path = dir.path("f");
+    let rt = rt();
+    let (read, wrote, past, after) = util::bounded(&rt, "u64::MAX offsets", async {
+        fs::write(&path, b"hello").await.unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).await.unwrap();
+        let (r, buf) = file.read_at(Vec::with_capacity(5), u64::MAX).await;
+        assert_eq!(buf.capacity(), 5, "the buffer comes back");
+        let (w, buf) = file.write_at(b"XX".to_vec(), u64::MAX).await;
+        assert_eq!(buf, b"XX", "the buffer comes back");
+        let (p, _) = file.write_at(b"XX".to_vec(), i64::MAX as u64 + 1).await;
+        let kind = |r: io::Result<usize>| r.map_err(|e| e.kind());
+        (kind(r), kind(w), kind(p), fs::read(&path).await.unwrap())
+    });
+    assert_eq!(read, Err(io::ErrorKind::InvalidInput), "read_at(u64::MAX)");
+    assert_eq!(wrote, Err(io::ErrorKind::InvalidInput), "write_at(u64::MAX)");
+    assert_eq!(past, Err(io::ErrorKind::InvalidInput), "write_at(i64::MAX + 1)");
+    assert_eq!(after, b"hello", "the file was overwritten");
+}
