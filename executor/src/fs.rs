@@ -608,15 +608,21 @@ impl Metadata {
 ///
 /// # Errors
 ///
-/// As [`File::open`] and [`File::read_at`].
+/// `OutOfMemory` if the buffer for the file's size cannot be allocated;
+/// otherwise as [`File::open`] and [`File::read_at`].
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let file = File::open(path).await?;
     // The size is a hint (files in /proc say 0): read until a read says 0.
+    // A size the allocator cannot give (a huge sparse file) is an
+    // `OutOfMemory` error, as std's `fs::read` has it, not an abort.
     let hint = file.metadata().await.map_or(0, |m| m.len());
-    let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0).saturating_add(1).max(64));
+    let mut buf = Vec::new();
+    let first = usize::try_from(hint).unwrap_or(usize::MAX).saturating_add(1).max(64);
+    buf.try_reserve_exact(first).map_err(out_of_memory)?;
     loop {
         if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity().max(8 * 1024));
+            // The file grew past its size: grow by doubling.
+            buf.try_reserve(buf.capacity().max(8 * 1024)).map_err(out_of_memory)?;
         }
         let pos = buf.len() as u64;
         let (res, back) = file.read_at(buf, pos).await;
@@ -628,6 +634,11 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The error for a buffer the allocator refused.
+fn out_of_memory(e: std::collections::TryReserveError) -> io::Error {
+    io::Error::new(io::ErrorKind::OutOfMemory, e)
 }
 
 /// Writes `contents` to the file at `path`, creating it or replacing what

@@ -662,3 +662,50 @@ fn an_offset_of_u64_max_never_means_the_file_position() {
     assert_eq!(past, Err(io::ErrorKind::InvalidInput), "write_at(i64::MAX + 1)");
     assert_eq!(after, b"hello", "the file was overwritten");
 }
+
+/// `fs::read` of a file whose size the allocator cannot give (an 8 TiB
+/// sparse file) is an `OutOfMemory` error, as std's is, not an abort of
+/// the process (once the buffer was `Vec::with_capacity(size + 1)`). Run
+/// in a child process, since an abort would take the test binary with it.
+/// A file whose size says nothing (in /proc) still reads whole.
+#[test]
+fn reading_a_huge_sparse_file_is_an_error_not_an_abort() {
+    const NAME: &str = "reading_a_huge_sparse_file_is_an_error_not_an_abort";
+    const HUGE: u64 = 1 << 43;
+    let _serial = serial();
+    if std::env::var_os("TALLY_FS_CHILD").is_some() {
+        if Vec::<u8>::new().try_reserve_exact(HUGE as usize).is_ok() {
+            println!("skipped: this machine lends 8 TiB (overcommit)");
+            return;
+        }
+        let dir = TempDir::new("sparse");
+        let path = dir.path("f");
+        let file = std::fs::File::create(&path).unwrap();
+        if file.set_len(HUGE).is_err() {
+            println!("skipped: no 8 TiB sparse file here");
+            return;
+        }
+        let rt = rt();
+        let res = util::bounded(&rt, "read", fs::read(&path)).map(|v| v.len());
+        assert_eq!(res.map_err(|e| e.kind()), Err(io::ErrorKind::OutOfMemory));
+        return;
+    }
+    let rt = rt();
+    let status = util::bounded(&rt, "read /proc", fs::read("/proc/self/status")).unwrap();
+    assert!(status.starts_with(b"Name:"), "{}", String::from_utf8_lossy(&status));
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env("TALLY_FS_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if let Some(skip) = stdout.lines().find(|l| l.starts_with("skipped")) {
+        println!("{skip}");
+    }
+    assert!(
+        out.status.success(),
+        "the child ended with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+    );
+}
