@@ -576,7 +576,8 @@ impl Metadata {
     ///
     /// # Errors
     ///
-    /// `Unsupported` if the file system did not report one.
+    /// `Unsupported` if the file system did not report one (or reported
+    /// one `SystemTime` cannot hold).
     pub fn modified(&self) -> io::Result<SystemTime> {
         self.modified.ok_or_else(|| {
             io::Error::new(io::ErrorKind::Unsupported, "no modification time reported")
@@ -592,14 +593,18 @@ impl Metadata {
         // which is plain old data; the read is unaligned-safe.
         let st = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<libc::statx>()) };
         let modified = (st.stx_mask & libc::STATX_MTIME != 0).then(|| {
+            // As std decodes it: whole seconds from the epoch (before it if
+            // negative), then the nanoseconds, which always count forward.
             let t = st.stx_mtime;
-            let nanos = Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.min(999_999_999));
-            if t.tv_sec >= 0 {
-                SystemTime::UNIX_EPOCH + nanos
+            let secs = Duration::from_secs(t.tv_sec.unsigned_abs());
+            let whole = if t.tv_sec >= 0 {
+                SystemTime::UNIX_EPOCH.checked_add(secs)
             } else {
-                SystemTime::UNIX_EPOCH - nanos
-            }
+                SystemTime::UNIX_EPOCH.checked_sub(secs)
+            };
+            whole?.checked_add(Duration::from_nanos(u64::from(t.tv_nsec.min(999_999_999))))
         });
+        let modified = modified.flatten();
         Ok(Metadata { len: st.stx_size, mode: u32::from(st.stx_mode), modified })
     }
 }

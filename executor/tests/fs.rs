@@ -709,3 +709,31 @@ fn reading_a_huge_sparse_file_is_an_error_not_an_abort() {
         String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
     );
 }
+
+/// A modification time before 1970 is a negative tv_sec plus a tv_nsec
+/// that counts forward: 1.5 s before the epoch is (-2, 0.5 s). It must
+/// read as std reads it (once it was the epoch less 2.5 s).
+#[test]
+fn a_modification_time_before_1970_is_what_std_reports() {
+    let _serial = serial();
+    let dir = TempDir::new("mtime");
+    let path = dir.path("f");
+    std::fs::write(&path, b"x").unwrap();
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let t = libc::timespec { tv_sec: -2, tv_nsec: 500_000_000 };
+    // SAFETY: a NUL-terminated path and two live timespecs.
+    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) }, 0);
+    let want = std::fs::metadata(&path).unwrap().modified().unwrap();
+    if want != SystemTime::UNIX_EPOCH - Duration::from_millis(1500) {
+        println!("skipped: this file system does not keep a time before 1970 ({want:?})");
+        return;
+    }
+    let rt = rt();
+    let (by_path, by_file) = util::bounded(&rt, "metadata", async {
+        let by_path = fs::metadata(&path).await.unwrap();
+        let by_file = File::open(&path).await.unwrap().metadata().await.unwrap();
+        (by_path.modified().unwrap(), by_file.modified().unwrap())
+    });
+    assert_eq!(by_path, want);
+    assert_eq!(by_file, want);
+}
