@@ -21,9 +21,9 @@
 //!   fsync, statx, unlink, rename and mkdir when the kernel has them
 //!   ([`Features::file_ops`](tally_reactor::Features::file_ops)), and
 //!   `set_len` with [`Features::ftruncate`](tally_reactor::Features::ftruncate).
-//!   Many reads in flight on one file share its one registration: each
-//!   waiting call keeps its waker beside its op, and whichever drains the
-//!   registration hands the others their results.
+//!   Many reads in flight on one file share its one registration, which
+//!   wakes every waiting call (whichever task it is in); whichever drains
+//!   the registration hands the others their results.
 //! * **epoll**, which cannot wait on a regular file. A positional read or
 //!   write is first tried on the reactor thread as a non-waiting
 //!   `preadv2(2)`/`pwritev2(2)` (`RWF_NOWAIT`) when the future is first
@@ -63,7 +63,7 @@
 //! });
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::ffi::CString;
 use std::fmt;
 use std::future::poll_fn;
@@ -72,9 +72,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime};
 
+use parking_lot::Mutex;
 use tally_reactor::{Backend, Cancel, Op, OpId, PacketList, Registration, STATX_BYTES};
 
 use crate::context;
@@ -303,8 +304,9 @@ impl File {
     ///
     /// # Errors
     ///
-    /// What `pread(2)` answers: `EISDIR` for a directory, `EBADF` for a
-    /// file not open for reading, ... The buffer comes back either way.
+    /// `InvalidInput` for `pos` past `i64::MAX`; otherwise what `pread(2)`
+    /// answers: `EISDIR` for a directory, `EBADF` for a file not open for
+    /// reading, ... The buffer comes back either way.
     pub async fn read_at(&self, mut buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
         let Some(ring) = &self.ring else {
             match pread_now(self.raw_fd(), &mut buf, pos, libc::RWF_NOWAIT) {
@@ -322,6 +324,11 @@ impl File {
             });
             return job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
         };
+        // To the ring, offset -1 (u64::MAX) means the file position: any
+        // offset past i64::MAX is refused here, as pread(2) refuses it.
+        if let Err(e) = offset(pos) {
+            return (Err(e), buf);
+        }
         let len = buf.len();
         let (res, back) = ring.run(Op::read_at(self.raw_fd(), buf, pos)).await;
         let buf = back.unwrap_or_default();
@@ -358,7 +365,8 @@ impl File {
     ///
     /// # Errors
     ///
-    /// What `pwrite(2)` answers: `EBADF` for a file not open for writing,
+    /// `InvalidInput` for `pos` past `i64::MAX`; otherwise what
+    /// `pwrite(2)` answers: `EBADF` for a file not open for writing,
     /// `ENOSPC`, ... The buffer comes back either way.
     pub async fn write_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
         let Some(ring) = &self.ring else {
@@ -378,6 +386,10 @@ impl File {
             });
             return job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
         };
+        // As in `read_at`: never the file position.
+        if let Err(e) = offset(pos) {
+            return (Err(e), buf);
+        }
         let (res, back) = ring.run(Op::write_at(self.raw_fd(), buf, pos)).await;
         let buf = back.unwrap_or_default();
         (res.and_then(|c| check(c.result)).map(|n| n as usize), buf)
@@ -564,7 +576,8 @@ impl Metadata {
     ///
     /// # Errors
     ///
-    /// `Unsupported` if the file system did not report one.
+    /// `Unsupported` if the file system did not report one (or reported
+    /// one `SystemTime` cannot hold).
     pub fn modified(&self) -> io::Result<SystemTime> {
         self.modified.ok_or_else(|| {
             io::Error::new(io::ErrorKind::Unsupported, "no modification time reported")
@@ -580,14 +593,18 @@ impl Metadata {
         // which is plain old data; the read is unaligned-safe.
         let st = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<libc::statx>()) };
         let modified = (st.stx_mask & libc::STATX_MTIME != 0).then(|| {
+            // As std decodes it: whole seconds from the epoch (before it if
+            // negative), then the nanoseconds, which always count forward.
             let t = st.stx_mtime;
-            let nanos = Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.min(999_999_999));
-            if t.tv_sec >= 0 {
-                SystemTime::UNIX_EPOCH + nanos
+            let secs = Duration::from_secs(t.tv_sec.unsigned_abs());
+            let whole = if t.tv_sec >= 0 {
+                SystemTime::UNIX_EPOCH.checked_add(secs)
             } else {
-                SystemTime::UNIX_EPOCH - nanos
-            }
+                SystemTime::UNIX_EPOCH.checked_sub(secs)
+            };
+            whole?.checked_add(Duration::from_nanos(u64::from(t.tv_nsec.min(999_999_999))))
         });
+        let modified = modified.flatten();
         Ok(Metadata { len: st.stx_size, mode: u32::from(st.stx_mode), modified })
     }
 }
@@ -596,15 +613,21 @@ impl Metadata {
 ///
 /// # Errors
 ///
-/// As [`File::open`] and [`File::read_at`].
+/// `OutOfMemory` if the buffer for the file's size cannot be allocated;
+/// otherwise as [`File::open`] and [`File::read_at`].
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let file = File::open(path).await?;
     // The size is a hint (files in /proc say 0): read until a read says 0.
+    // A size the allocator cannot give (a huge sparse file) is an
+    // `OutOfMemory` error, as std's `fs::read` has it, not an abort.
     let hint = file.metadata().await.map_or(0, |m| m.len());
-    let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0).saturating_add(1).max(64));
+    let mut buf = Vec::new();
+    let first = usize::try_from(hint).unwrap_or(usize::MAX).saturating_add(1).max(64);
+    buf.try_reserve_exact(first).map_err(out_of_memory)?;
     loop {
         if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity().max(8 * 1024));
+            // The file grew past its size: grow by doubling.
+            buf.try_reserve(buf.capacity().max(8 * 1024)).map_err(out_of_memory)?;
         }
         let pos = buf.len() as u64;
         let (res, back) = file.read_at(buf, pos).await;
@@ -616,6 +639,11 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The error for a buffer the allocator refused.
+fn out_of_memory(e: std::collections::TryReserveError) -> io::Error {
+    io::Error::new(io::ErrorKind::OutOfMemory, e)
 }
 
 /// Writes `contents` to the file at `path`, creating it or replacing what
@@ -798,6 +826,7 @@ fn pwrite_now(fd: RawFd, buf: &[u8], pos: u64, flags: i32) -> io::Result<usize> 
     }
 }
 
+/// `pos` as an `off_t`; `InvalidInput` past `i64::MAX`, on both backends.
 fn offset(pos: u64) -> io::Result<libc::off_t> {
     libc::off_t::try_from(pos)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset past i64::MAX"))
@@ -825,72 +854,117 @@ struct Completed {
 /// file shares, and the table through which concurrent calls hand each
 /// other their completions.
 ///
-/// The registration keeps only the waker of the last call to poll it (the
-/// table's `holder`). Each waiting call keeps its own waker in its entry,
-/// and whoever drains the registration stores every completion it finds in
-/// its op's entry and wakes that call. A holder that finishes or is
-/// dropped while others still wait wakes one of them, which polls the
-/// registration and so becomes the holder: none is left waiting on a
-/// waker nobody will answer.
+/// The registration keeps one waker, and any call may be the one to drain
+/// it. So the registration is always given the file's [`Fan`], which
+/// wakes every call that waits: whichever completion arrives, its own
+/// call's task runs, even while the other calls' tasks are busy elsewhere.
+/// Whoever drains stores every completion it finds in its op's entry,
+/// where that call finds it when it runs.
 struct RingIo {
     reg: Registration,
     table: RefCell<OpTable>,
+    /// The fan, and a waker made from it once, made at the first wait.
+    fan: OnceCell<(Arc<Fan>, Waker)>,
 }
 
 #[derive(Default)]
 struct OpTable {
-    /// Calls in flight, by their op token's slot (dense: the reactor's
-    /// op slab), each checked against the full token.
-    entries: Vec<Option<Entry>>,
-    /// The op whose call last left its waker in the registration.
-    holder: Option<OpId>,
-    /// Scratch for drains and wakes, keeping their allocations.
+    /// Calls in flight, each keyed by its op's full token (slot and
+    /// generation: a bufferless op leaves the reactor's slab at its
+    /// completion, and a later op may take its slot while the call still
+    /// waits), searched linearly: a file has a few in flight (W8 has 64).
+    entries: Vec<Entry>,
+    /// Scratch for drains, keeping its allocation.
     list: PacketList,
-    wakers: Vec<Waker>,
 }
 
 struct Entry {
     op: OpId,
     done: Option<Completed>,
-    waker: Option<Waker>,
 }
 
 impl OpTable {
     fn entry_mut(&mut self, op: OpId) -> Option<&mut Entry> {
-        self.entries.get_mut(op.slot() as usize)?.as_mut().filter(|e| e.op == op)
+        self.entries.iter_mut().find(|e| e.op == op)
     }
 
-    fn insert(&mut self, op: OpId) {
-        let i = op.slot() as usize;
-        if self.entries.len() <= i {
-            self.entries.resize_with(i + 1, || None);
+    /// Adds `op`'s entry; false (and nothing changed) if it has one.
+    fn insert(&mut self, op: OpId) -> bool {
+        if self.entries.iter().any(|e| e.op == op) {
+            return false;
         }
-        self.entries[i] = Some(Entry { op, done: None, waker: None });
+        self.entries.push(Entry { op, done: None });
+        true
     }
 
-    /// Takes `op`'s entry out; returns it, and the waker of a call to wake
-    /// if `op` held the registration and others still wait.
-    fn remove(&mut self, op: OpId) -> (Option<Entry>, Option<Waker>) {
-        let entry = match self.entries.get_mut(op.slot() as usize) {
-            Some(slot) if slot.as_ref().is_some_and(|e| e.op == op) => slot.take(),
-            _ => None,
-        };
-        if self.holder != Some(op) {
-            return (entry, None);
+    /// Takes `op`'s entry out.
+    fn remove(&mut self, op: OpId) -> Option<Entry> {
+        let i = self.entries.iter().position(|e| e.op == op)?;
+        Some(self.entries.swap_remove(i))
+    }
+}
+
+/// The wakers of a file's waiting calls, each beside its op: the waker
+/// the file's registration is given. Waking it wakes (and takes) every
+/// one; each call puts its waker back before it next waits, and takes it
+/// out when it finishes or is dropped, so the list holds only calls that
+/// wait. Its storage is kept from wake to wake.
+#[derive(Default)]
+struct Fan {
+    wakers: Mutex<Vec<(OpId, Waker)>>,
+}
+
+impl Fan {
+    /// Keeps `waker` as `op`'s.
+    fn set(&self, op: OpId, waker: &Waker) {
+        let mut wakers = self.wakers.lock();
+        match wakers.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, w)) if w.will_wake(waker) => {}
+            Some((_, w)) => {
+                let old = std::mem::replace(w, waker.clone());
+                drop(wakers);
+                drop(old);
+            }
+            None => wakers.push((op, waker.clone())),
         }
-        self.holder = None;
-        let next = self.entries.iter().flatten().find(|e| e.done.is_none() && e.waker.is_some());
-        let next = next.map(|e| {
-            self.holder = Some(e.op);
-            e.waker.clone()
-        });
-        (entry, next.flatten())
+    }
+
+    /// Drops `op`'s waker, if kept.
+    fn forget(&self, op: OpId) {
+        let mut wakers = self.wakers.lock();
+        let Some(i) = wakers.iter().position(|(o, _)| *o == op) else { return };
+        let (_, old) = wakers.swap_remove(i);
+        drop(wakers);
+        drop(old);
+    }
+}
+
+impl Wake for Fan {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Woken outside the lock: a wake may drop a task, whose dropped
+        // calls forget their wakers here.
+        let mut taken = std::mem::take(&mut *self.wakers.lock());
+        for (_, waker) in taken.drain(..) {
+            waker.wake();
+        }
+        let mut wakers = self.wakers.lock();
+        if taken.capacity() > wakers.capacity() {
+            // Give the list its storage back (and keep what a wake added).
+            taken.append(&mut wakers);
+            std::mem::swap(&mut *wakers, &mut taken);
+        }
+        drop(wakers);
+        drop(taken);
     }
 }
 
 impl RingIo {
     fn new(reg: Registration) -> RingIo {
-        RingIo { reg, table: RefCell::new(OpTable::default()) }
+        RingIo { reg, table: RefCell::new(OpTable::default()), fan: OnceCell::new() }
     }
 
     /// Submits `op` and waits for its completion; hands back the op's
@@ -901,11 +975,43 @@ impl RingIo {
             Ok(id) => id,
             Err((e, op)) => return (Err(e), op.into_buffer()),
         };
-        self.table.borrow_mut().insert(id);
+        if !self.table.borrow_mut().insert(id) {
+            // Tokens carry a generation, so a live op's is never handed
+            // out again; were it, the other call's entry stays its own.
+            self.abandon(id);
+            return (Err(io::Error::other("the reactor handed out a live op's token")), None);
+        }
         let mut guard = OpGuard { ring: self, op: Some(id) };
         let done = poll_fn(|cx| self.poll(id, cx)).await;
         guard.op = None;
         (Ok(done), self.reg.reclaim(id))
+    }
+
+    /// Cancels `op`, which has no result in the table, and frees what it
+    /// holds. The reactor keeps the op's buffer until the kernel is done
+    /// with it; what arrived first comes back lent, and is freed here (an
+    /// open's fd, then the buffer).
+    fn abandon(&self, op: OpId) {
+        match self.reg.cancel(op) {
+            Cancel::AlreadyCompleted(list) | Cancel::Cancelled(list) => {
+                for packet in list {
+                    if let Some(c) = packet.as_completion() {
+                        drop(self.reg.take_fd(&c));
+                    }
+                }
+            }
+            Cancel::NotFound => {}
+        }
+        drop(self.reg.reclaim(op));
+    }
+
+    /// Takes `op`'s entry out of the table, and its waker out of the fan.
+    fn remove(&self, op: OpId) -> Option<Entry> {
+        let entry = self.table.borrow_mut().remove(op);
+        if let Some((fan, _)) = self.fan.get() {
+            fan.forget(op);
+        }
+        entry
     }
 
     /// Ready with `op`'s completion, once a drain (this one or another
@@ -914,56 +1020,44 @@ impl RingIo {
         loop {
             let mut table = self.table.borrow_mut();
             if table.entry_mut(op).is_some_and(|e| e.done.is_some()) {
-                let (entry, next) = table.remove(op);
                 drop(table);
-                if let Some(waker) = next {
-                    waker.wake();
-                }
-                let done = entry.and_then(|e| e.done);
+                let done = self.remove(op).and_then(|e| e.done);
                 return Poll::Ready(done.expect("checked above"));
             }
             let mut list = std::mem::take(&mut table.list);
             drop(table);
-            let polled = self.reg.poll_drain_into(cx, &mut list);
+            // This call's waker goes in the fan before the drain, so that
+            // a completion from here on wakes it.
+            let (fan, fan_waker) = self.fan.get_or_init(|| {
+                let fan = Arc::new(Fan::default());
+                (fan.clone(), Waker::from(fan))
+            });
+            fan.set(op, cx.waker());
+            let polled = self.reg.poll_drain_into(&mut Context::from_waker(fan_waker), &mut list);
             let mut table = self.table.borrow_mut();
             if polled.is_pending() {
                 table.list = list;
-                table.holder = Some(op);
-                let entry = table.entry_mut(op).expect("a call in flight has its entry");
-                let old = match &entry.waker {
-                    Some(w) if w.will_wake(cx.waker()) => None,
-                    _ => entry.waker.replace(cx.waker().clone()),
-                };
-                drop(table);
-                drop(old);
                 return Poll::Pending;
             }
-            let mut wakers = std::mem::take(&mut table.wakers);
             for packet in list.drain(..) {
                 let Some(c) = packet.as_completion() else { continue };
                 // An open's fd is lent only until the next drain: take it now.
                 let fd = c.accepted_fd().and_then(|_| self.reg.take_fd(&c));
                 let Some(entry) = table.entry_mut(c.op()) else { continue };
                 if entry.done.is_none() {
+                    // Its call's task was woken by the fan when the
+                    // completion arrived, if it waited then.
                     entry.done = Some(Completed { result: c.result, fd });
-                    if c.op() != op {
-                        wakers.extend(entry.waker.take());
-                    }
                 }
             }
             table.list = list;
-            drop(table);
-            for waker in wakers.drain(..) {
-                waker.wake();
-            }
-            self.table.borrow_mut().wakers = wakers;
         }
     }
 }
 
 /// Cancels a call's op when its future is dropped before the op completed,
-/// and frees what a completed one holds; either way wakes the next waiting
-/// call if this one held the registration.
+/// and frees what a completed one holds; either way takes the call's entry
+/// and waker out.
 struct OpGuard<'a> {
     ring: &'a RingIo,
     op: Option<OpId>,
@@ -972,26 +1066,10 @@ struct OpGuard<'a> {
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
         let Some(op) = self.op else { return };
-        let (entry, next) = self.ring.table.borrow_mut().remove(op);
-        if let Some(waker) = next {
-            waker.wake();
+        if self.ring.remove(op).is_some_and(|e| e.done.is_some()) {
+            drop(self.ring.reg.reclaim(op));
+        } else {
+            self.ring.abandon(op);
         }
-        let drained = entry.is_some_and(|e| e.done.is_some());
-        if !drained {
-            // The reactor keeps the op's buffer until the kernel is done
-            // with it; what arrived first comes back lent, and is freed
-            // here (an open's fd) or below (the buffer).
-            match self.ring.reg.cancel(op) {
-                Cancel::AlreadyCompleted(list) | Cancel::Cancelled(list) => {
-                    for packet in list {
-                        if let Some(c) = packet.as_completion() {
-                            drop(self.ring.reg.take_fd(&c));
-                        }
-                    }
-                }
-                Cancel::NotFound => {}
-            }
-        }
-        drop(self.ring.reg.reclaim(op));
     }
 }

@@ -560,3 +560,180 @@ fn a_read_of_evicted_pages_is_right() {
         rt.blocking_threads()
     );
 }
+
+/// Polls `fut` once with the calling task's waker (`util::poll_once` uses
+/// a waker that does nothing).
+async fn poll_here<F: Future + ?Sized>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+/// A bufferless op (fsync) leaves the reactor's op slab at its completion,
+/// so the next op on the file may take its slot while the sync's call
+/// still waits: the sync must still get its own completion (once the
+/// file's table was keyed by slot alone, and the read's entry replaced
+/// the sync's: a lost completion, or a panic on the sync's next poll).
+#[test]
+fn a_sync_whose_slot_is_reused_by_a_later_op_still_completes() {
+    let _serial = serial();
+    let dir = TempDir::new("sync-slot");
+    let path = dir.path("f");
+    let rt = rt();
+    let (synced, read, buf) = util::bounded(&rt, "sync then read", async {
+        fs::write(&path, b"hello").await.unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).await.unwrap();
+        let mut sync = std::pin::pin!(file.sync_all());
+        assert!(poll_here(sync.as_mut()).await.is_pending());
+        // The fsync completes in the kernel meanwhile; its op slot is freed.
+        tally::time::sleep(Duration::from_millis(200)).await;
+        // A read on the same file now takes that slot.
+        let mut read = std::pin::pin!(file.read_at(Vec::with_capacity(5), 0));
+        let first = poll_here(read.as_mut()).await;
+        let synced = tally::time::timeout(Duration::from_secs(5), sync).await;
+        let (n, buf) = match first {
+            Poll::Ready(out) => out,
+            Poll::Pending => read.await,
+        };
+        (synced.map(|r| r.map_err(|e| e.kind())), n.map_err(|e| e.kind()), buf)
+    });
+    assert_eq!(synced, Ok(Ok(())), "sync_all did not complete");
+    assert_eq!(read, Ok(5));
+    assert_eq!(buf, b"hello");
+}
+
+/// Two tasks read one file: one polls its read once and then sleeps
+/// without polling it again (a future kept for later). The other's read
+/// must complete meanwhile (once the registration woke only the last call
+/// to poll it, and the other task's completion sat queued until the
+/// sleeper polled again: 3 s).
+#[test]
+fn a_read_completes_while_another_tasks_read_on_the_file_is_not_polled() {
+    let _serial = serial();
+    let dir = TempDir::new("holder");
+    let path = dir.path("f");
+    let rt = rt();
+    let waited = util::bounded(&rt, "two readers", async {
+        fs::write(&path, b"hello").await.unwrap();
+        let file = Rc::new(File::open(&path).await.unwrap());
+        let f1 = file.clone();
+        let a = tally::spawn(async move {
+            let t = std::time::Instant::now();
+            let (n, _) = f1.read_at(Vec::with_capacity(5), 0).await;
+            n.unwrap();
+            t.elapsed()
+        });
+        let f2 = file.clone();
+        let b = tally::spawn(async move {
+            let mut read = std::pin::pin!(f2.read_at(Vec::with_capacity(5), 0));
+            if poll_here(read.as_mut()).await.is_pending() {
+                tally::time::sleep(Duration::from_secs(3)).await;
+                read.await.0.unwrap();
+            }
+        });
+        let waited = a.await.unwrap();
+        b.await.unwrap();
+        waited
+    });
+    assert!(waited < Duration::from_secs(1), "task A's read waited {waited:?} for task B to poll");
+}
+
+/// To io_uring an offset of u64::MAX (-1) means the file position; a
+/// `read_at`/`write_at` there must be `InvalidInput` on both backends, as
+/// any offset past i64::MAX is, never a read or write at the position
+/// (once, on io_uring, the write landed at offset 0).
+#[test]
+fn an_offset_of_u64_max_never_means_the_file_position() {
+    let _serial = serial();
+    let dir = TempDir::new("u64max");
+    let path = dir.path("f");
+    let rt = rt();
+    let (read, wrote, past, after) = util::bounded(&rt, "u64::MAX offsets", async {
+        fs::write(&path, b"hello").await.unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).await.unwrap();
+        let (r, buf) = file.read_at(Vec::with_capacity(5), u64::MAX).await;
+        assert_eq!(buf.capacity(), 5, "the buffer comes back");
+        let (w, buf) = file.write_at(b"XX".to_vec(), u64::MAX).await;
+        assert_eq!(buf, b"XX", "the buffer comes back");
+        let (p, _) = file.write_at(b"XX".to_vec(), i64::MAX as u64 + 1).await;
+        let kind = |r: io::Result<usize>| r.map_err(|e| e.kind());
+        (kind(r), kind(w), kind(p), fs::read(&path).await.unwrap())
+    });
+    assert_eq!(read, Err(io::ErrorKind::InvalidInput), "read_at(u64::MAX)");
+    assert_eq!(wrote, Err(io::ErrorKind::InvalidInput), "write_at(u64::MAX)");
+    assert_eq!(past, Err(io::ErrorKind::InvalidInput), "write_at(i64::MAX + 1)");
+    assert_eq!(after, b"hello", "the file was overwritten");
+}
+
+/// `fs::read` of a file whose size the allocator cannot give (an 8 TiB
+/// sparse file) is an `OutOfMemory` error, as std's is, not an abort of
+/// the process (once the buffer was `Vec::with_capacity(size + 1)`). Run
+/// in a child process, since an abort would take the test binary with it.
+/// A file whose size says nothing (in /proc) still reads whole.
+#[test]
+fn reading_a_huge_sparse_file_is_an_error_not_an_abort() {
+    const NAME: &str = "reading_a_huge_sparse_file_is_an_error_not_an_abort";
+    const HUGE: u64 = 1 << 43;
+    let _serial = serial();
+    if std::env::var_os("TALLY_FS_CHILD").is_some() {
+        if Vec::<u8>::new().try_reserve_exact(HUGE as usize).is_ok() {
+            println!("skipped: this machine lends 8 TiB (overcommit)");
+            return;
+        }
+        let dir = TempDir::new("sparse");
+        let path = dir.path("f");
+        let file = std::fs::File::create(&path).unwrap();
+        if file.set_len(HUGE).is_err() {
+            println!("skipped: no 8 TiB sparse file here");
+            return;
+        }
+        let rt = rt();
+        let res = util::bounded(&rt, "read", fs::read(&path)).map(|v| v.len());
+        assert_eq!(res.map_err(|e| e.kind()), Err(io::ErrorKind::OutOfMemory));
+        return;
+    }
+    let rt = rt();
+    let status = util::bounded(&rt, "read /proc", fs::read("/proc/self/status")).unwrap();
+    assert!(status.starts_with(b"Name:"), "{}", String::from_utf8_lossy(&status));
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env("TALLY_FS_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if let Some(skip) = stdout.lines().find(|l| l.starts_with("skipped")) {
+        println!("{skip}");
+    }
+    assert!(
+        out.status.success(),
+        "the child ended with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+    );
+}
+
+/// A modification time before 1970 is a negative tv_sec plus a tv_nsec
+/// that counts forward: 1.5 s before the epoch is (-2, 0.5 s). It must
+/// read as std reads it (once it was the epoch less 2.5 s).
+#[test]
+fn a_modification_time_before_1970_is_what_std_reports() {
+    let _serial = serial();
+    let dir = TempDir::new("mtime");
+    let path = dir.path("f");
+    std::fs::write(&path, b"x").unwrap();
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let t = libc::timespec { tv_sec: -2, tv_nsec: 500_000_000 };
+    // SAFETY: a NUL-terminated path and two live timespecs.
+    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) }, 0);
+    let want = std::fs::metadata(&path).unwrap().modified().unwrap();
+    if want != SystemTime::UNIX_EPOCH - Duration::from_millis(1500) {
+        println!("skipped: this file system does not keep a time before 1970 ({want:?})");
+        return;
+    }
+    let rt = rt();
+    let (by_path, by_file) = util::bounded(&rt, "metadata", async {
+        let by_path = fs::metadata(&path).await.unwrap();
+        let by_file = File::open(&path).await.unwrap().metadata().await.unwrap();
+        (by_path.modified().unwrap(), by_file.modified().unwrap())
+    });
+    assert_eq!(by_path, want);
+    assert_eq!(by_file, want);
+}
