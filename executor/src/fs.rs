@@ -489,13 +489,15 @@ impl File {
     /// `EINVAL` for a file not open for writing, `EFBIG` past what the
     /// file system holds, ...
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
+        // The same check on both backends, before anything is submitted.
+        let off = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length past i64::MAX"))?;
         let features = context::current().reactor.features();
         if let Some(ring) = self.ring.as_ref().filter(|_| features.ftruncate) {
             let (c, _) = ring.run(Op::ftruncate(self.raw_fd(), len)).await;
             return check(c?.result).map(drop);
         }
-        let len = libc::off_t::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length past i64::MAX"))?;
+        let len = off;
         // ftruncate(2) takes no pointers.
         self.with_fd(move |fd| syscall!(ftruncate(fd, len)).map(drop)).await
     }

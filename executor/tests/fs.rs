@@ -300,6 +300,11 @@ fn set_len_and_sync() {
         file.set_len(4_000).await.unwrap();
         assert_eq!(file.metadata().await.unwrap().len(), 4_000);
         file.set_len(6_000).await.unwrap();
+        // A length off_t cannot hold is refused on both backends, and the
+        // file is left as it was.
+        let err = file.set_len(u64::MAX).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert_eq!(file.metadata().await.unwrap().len(), 6_000);
         drop(file);
         let got = fs::read(&path).await.unwrap();
         assert_eq!(got.len(), 6_000);
