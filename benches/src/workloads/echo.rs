@@ -177,8 +177,25 @@ pub(crate) fn with_client_on(
     serve: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<Run> {
     let per_conn = (messages / CONNS as u64).max(1);
+    client_process("--echo-client", "echo client", addr, CONNS, per_conn, &steady, serve)
+}
+
+/// Re-runs this binary as a load client (`FLAG ADDR CONNS PER_CONN`:
+/// `--echo-client` for W4, `--http-client` for W7) against `addr`, runs
+/// `serve` until every connection has closed, and reads the client's line,
+/// `elapsed_ns events`; the server's CPU time and allocations come from
+/// `steady`, the marks `serve` takes. `what` names the client in errors.
+pub(crate) fn client_process(
+    flag: &str,
+    what: &str,
+    addr: std::net::SocketAddr,
+    conns: usize,
+    per_conn: u64,
+    steady: &Steady,
+    serve: impl FnOnce() -> io::Result<()>,
+) -> io::Result<Run> {
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["--echo-client", &addr.to_string(), &CONNS.to_string(), &per_conn.to_string()])
+        .args([flag, &addr.to_string(), &conns.to_string(), &per_conn.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -189,12 +206,12 @@ pub(crate) fn with_client_on(
     let out = child.wait_with_output()?;
     served?;
     if !out.status.success() {
-        return Err(io::Error::other(format!("echo client exited with {}", out.status)));
+        return Err(io::Error::other(format!("{what} exited with {}", out.status)));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut words = text.split_whitespace().map(str::parse::<u64>);
     let (Some(Ok(ns)), Some(Ok(events))) = (words.next(), words.next()) else {
-        return Err(io::Error::other(format!("echo client said {text:?}")));
+        return Err(io::Error::other(format!("{what} said {text:?}")));
     };
     let elapsed = Duration::from_nanos(ns);
     Ok(Run { events, elapsed, allocs: steady.allocs(), cpu: steady.cpu() })

@@ -27,10 +27,8 @@ use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -39,7 +37,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use tally_reactor::Backend;
 
-use super::echo::{DEADLINE, Steady, timed_out};
+use super::echo::{self, DEADLINE, Steady, timed_out};
 use super::{Config, tally_executor_on, tokio_runtime};
 use crate::harness::{Case, Engine, Run, Spec};
 use crate::http_client::BODY;
@@ -82,31 +80,8 @@ fn with_client(
     let addr: SocketAddr = listener.local_addr()?;
     let steady = Arc::new(Steady::default());
     let per_conn = (requests / CONNS as u64).max(1);
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--http-client", &addr.to_string(), &CONNS.to_string(), &per_conn.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let served = server(listener, steady.clone());
-    if served.is_err() {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output()?;
-    served?;
-    if !out.status.success() {
-        return Err(io::Error::other(format!("http client exited with {}", out.status)));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace().map(str::parse::<u64>);
-    let (Some(Ok(ns)), Some(Ok(events))) = (words.next(), words.next()) else {
-        return Err(io::Error::other(format!("http client said {text:?}")));
-    };
-    Ok(Run {
-        events,
-        elapsed: Duration::from_nanos(ns),
-        allocs: steady.allocs(),
-        cpu: steady.cpu(),
-    })
+    let serve = || server(listener, steady.clone());
+    echo::client_process("--http-client", "http client", addr, CONNS, per_conn, &steady, serve)
 }
 
 /// A connection's end, as every server reports it: hyper's error as an
