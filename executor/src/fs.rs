@@ -307,22 +307,11 @@ impl File {
     /// `InvalidInput` for `pos` past `i64::MAX`; otherwise what `pread(2)`
     /// answers: `EISDIR` for a directory, `EBADF` for a file not open for
     /// reading, ... The buffer comes back either way.
-    pub async fn read_at(&self, mut buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
+    pub async fn read_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
         let Some(ring) = &self.ring else {
-            match pread_now(self.raw_fd(), &mut buf, pos, libc::RWF_NOWAIT) {
-                Err(e) if would_block(&e) => {}
-                res => return (res, buf),
-            }
             // Not in the page cache (or the file system cannot tell): the
             // read goes to the disk, on the blocking pool.
-            let Some(fd) = self.fd.clone() else {
-                return (Err(io::Error::from_raw_os_error(libc::EBADF)), buf);
-            };
-            let job = crate::task::spawn_blocking(move || {
-                let res = pread_now(fd.as_raw_fd(), &mut buf, pos, 0);
-                (res, buf)
-            });
-            return job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
+            return self.nowait_or_pool(buf, pos, pread_now).await;
         };
         // To the ring, offset -1 (u64::MAX) means the file position: any
         // offset past i64::MAX is refused here, as pread(2) refuses it.
@@ -370,21 +359,12 @@ impl File {
     /// `ENOSPC`, ... The buffer comes back either way.
     pub async fn write_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<usize>, Vec<u8>) {
         let Some(ring) = &self.ring else {
-            match pwrite_now(self.raw_fd(), &buf, pos, libc::RWF_NOWAIT) {
-                Err(e) if would_block(&e) => {}
-                res => return (res, buf),
-            }
             // The write would wait (dirty-page throttling, block
             // allocation), or the file system has no non-waiting buffered
             // writes: it runs on the blocking pool.
-            let Some(fd) = self.fd.clone() else {
-                return (Err(io::Error::from_raw_os_error(libc::EBADF)), buf);
-            };
-            let job = crate::task::spawn_blocking(move || {
-                let res = pwrite_now(fd.as_raw_fd(), &buf, pos, 0);
-                (res, buf)
-            });
-            return job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
+            return self
+                .nowait_or_pool(buf, pos, |fd, buf, pos, flags| pwrite_now(fd, buf, pos, flags))
+                .await;
         };
         // As in `read_at`: never the file position.
         if let Err(e) = offset(pos) {
@@ -500,6 +480,29 @@ impl File {
         let len = off;
         // ftruncate(2) takes no pointers.
         self.with_fd(move |fd| syscall!(ftruncate(fd, len)).map(drop)).await
+    }
+
+    /// On epoll: `io` (`pread_now` or `pwrite_now`) made here with
+    /// `RWF_NOWAIT`, and made again without it on the blocking pool if it
+    /// would wait; `buf` comes back either way.
+    async fn nowait_or_pool(
+        &self,
+        mut buf: Vec<u8>,
+        pos: u64,
+        io: fn(RawFd, &mut Vec<u8>, u64, i32) -> io::Result<usize>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        match io(self.raw_fd(), &mut buf, pos, libc::RWF_NOWAIT) {
+            Err(e) if would_block(&e) => {}
+            res => return (res, buf),
+        }
+        let Some(fd) = self.fd.clone() else {
+            return (Err(io::Error::from_raw_os_error(libc::EBADF)), buf);
+        };
+        let job = crate::task::spawn_blocking(move || {
+            let res = io(fd.as_raw_fd(), &mut buf, pos, 0);
+            (res, buf)
+        });
+        job.await.unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()))
     }
 
     /// Runs `f` on the fd on the blocking pool; the fd stays open until
