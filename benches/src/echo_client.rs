@@ -128,13 +128,24 @@ fn flush(poll: &mut Poll, c: &mut Conn, i: usize, msg: &[u8]) -> io::Result<()> 
 ///
 /// Bad arguments, or as [`run`].
 pub fn main(args: &[String]) -> io::Result<()> {
-    let bad =
-        || io::Error::new(io::ErrorKind::InvalidInput, "usage: --echo-client ADDR CONNS MSGS");
-    let [addr, conns, msgs] = args else { return Err(bad()) };
+    client_main(args, "usage: --echo-client ADDR CONNS MSGS", run)
+}
+
+/// A load client process's entry point (W4's and W7's): parses `ADDR
+/// CONNS COUNT` (`usage` is the error for bad ones), runs `run`, and
+/// prints `elapsed_ns total`, the line
+/// `workloads::echo`'s `client_process` reads.
+pub(crate) fn client_main(
+    args: &[String],
+    usage: &str,
+    run: fn(SocketAddr, usize, u64) -> io::Result<(Duration, u64)>,
+) -> io::Result<()> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidInput, usage.to_string());
+    let [addr, conns, count] = args else { return Err(bad()) };
     let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
     let conns: usize = conns.parse().map_err(|_| bad())?;
-    let msgs: u64 = msgs.parse().map_err(|_| bad())?;
-    let (elapsed, total) = run(addr, conns, msgs)?;
+    let count: u64 = count.parse().map_err(|_| bad())?;
+    let (elapsed, total) = run(addr, conns, count)?;
     println!("{} {}", elapsed.as_nanos(), total);
     Ok(())
 }

@@ -164,13 +164,5 @@ pub fn run(addr: SocketAddr, conns: usize, reqs: u64) -> io::Result<(Duration, u
 ///
 /// Bad arguments, or as [`run`].
 pub fn main(args: &[String]) -> io::Result<()> {
-    let bad =
-        || io::Error::new(io::ErrorKind::InvalidInput, "usage: --http-client ADDR CONNS REQS");
-    let [addr, conns, reqs] = args else { return Err(bad()) };
-    let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
-    let conns: usize = conns.parse().map_err(|_| bad())?;
-    let reqs: u64 = reqs.parse().map_err(|_| bad())?;
-    let (elapsed, total) = run(addr, conns, reqs)?;
-    println!("{} {}", elapsed.as_nanos(), total);
-    Ok(())
+    crate::echo_client::client_main(args, "usage: --http-client ADDR CONNS REQS", run)
 }
