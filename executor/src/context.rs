@@ -47,7 +47,15 @@ thread_local! {
     /// Whether the executor on this thread should queue its sends in the
     /// ring rather than try them inline; see [`set_batch_sends`].
     static BATCH_SENDS: Cell<bool> = const { Cell::new(false) };
+    /// Full reads made inline on readiness since the last crank; see
+    /// [`read_budget_spent`].
+    static FULL_READS: Cell<u32> = const { Cell::new(0) };
 }
+
+/// Full reads on readiness (reads that filled their buffer, so that the
+/// socket may hold more) a thread makes between two cranks before a read
+/// yields to the other tasks.
+const FULL_READS_PER_CRANK: u32 = 128;
 
 /// Completions per turn past which an io_uring executor batches its sends.
 const BATCH_SENDS_ABOVE: usize = 4;
@@ -61,6 +69,24 @@ const BATCH_SENDS_ABOVE: usize = 4;
 pub(crate) fn set_batch_sends(backend: tally_reactor::Backend, reaped: usize) {
     let batch = backend == tally_reactor::Backend::IoUring && reaped > BATCH_SENDS_ABOVE;
     let _ = BATCH_SENDS.try_with(|b| b.set(batch));
+    let _ = FULL_READS.try_with(|n| n.set(0));
+}
+
+/// Counts a read on readiness that filled its buffer. A socket read on
+/// readiness whose peer writes faster than it reads never runs dry, so a
+/// task reading it in a loop would never return `Pending` and the other
+/// tasks would never run; with the completion backend, a drained chunk
+/// queue makes it wait. Returns whether this thread's reads have had their
+/// share of this crank: the read should then yield (wake itself and
+/// return `Pending`).
+pub(crate) fn note_full_read() -> bool {
+    FULL_READS
+        .try_with(|n| {
+            let v = n.get() + 1;
+            n.set(v);
+            v > FULL_READS_PER_CRANK
+        })
+        .unwrap_or(false)
 }
 
 /// Whether a stream's send should go through the ring without an inline
@@ -262,6 +288,9 @@ pub(crate) struct Core {
     recv_group: Cell<Option<Option<BufGroup>>>,
     /// The blocking pool, made on first use.
     blocking: std::cell::OnceCell<Arc<Pool>>,
+    /// Whether stream sockets read on readiness (the epoll backend; see
+    /// `net/stream.rs`) rather than through completion-style recvs.
+    pub(crate) ready_reads: bool,
     pub(crate) blocking_config: Cell<PoolConfig>,
 }
 
@@ -270,6 +299,7 @@ impl Core {
     pub(crate) fn new(reactor: Reactor, clock: Clock) -> Rc<Core> {
         let id = NEXT_EXECUTOR_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared::new(id, reactor.remote_waker()));
+        let ready_reads = reactor.metrics().backend == tally_reactor::Backend::Epoll;
         Rc::new(Core {
             id,
             reactor,
@@ -282,6 +312,7 @@ impl Core {
             running: Cell::new(false),
             recv_group: Cell::new(None),
             blocking: std::cell::OnceCell::new(),
+            ready_reads,
             blocking_config: Cell::new(PoolConfig::default()),
         })
     }

@@ -183,7 +183,9 @@ impl Executor {
     fn drain_remote(&self) {
         let mut scratch = self.remote_scratch.borrow_mut();
         self.core.shared.take_remote(&mut scratch);
-        self.core.run_queue.borrow_mut().extend(scratch.drain(..));
+        if !scratch.is_empty() {
+            self.core.run_queue.borrow_mut().extend(scratch.drain(..));
+        }
     }
 
     /// One crank. `main_ready` says whether `block_on`'s future was woken.

@@ -6,6 +6,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -580,4 +581,111 @@ fn connect_tries_each_address_in_turn_and_reports_lookup_errors() {
         assert!(TcpStream::connect("no port here").await.is_err());
     });
     drop(listener);
+}
+
+/// Bytes and the peer's close that arrive together, while a read waits,
+/// raise one readiness edge on epoll, which says both. A read shorter than
+/// asked normally means "empty until the next edge", but no edge follows
+/// the end of file: small reads must still reach it. (On epoll this hung
+/// before reads on readiness treated a closed peer as always readable.)
+#[test]
+fn small_reads_reach_an_end_of_file_that_came_with_the_last_bytes() {
+    let rt = LocalReactor::new().unwrap();
+    for tcp in [false, true] {
+        let what = if tcp { "tcp" } else { "unix" };
+        bounded(&rt, "the end of file after the last bytes", async {
+            let (mut peer, mut stream): (Box<dyn Write>, Box<dyn futures::AsyncRead + Unpin>) =
+                if tcp {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                    let (s, _) = l.accept().unwrap();
+                    (Box::new(c), Box::new(TcpStream::from_std(s)))
+                } else {
+                    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+                    (Box::new(a), Box::new(UnixStream::from_std(b)))
+                };
+            // A first byte, read short: the stream is empty until an edge.
+            peer.write_all(b"x").unwrap();
+            let mut buf = [0u8; 100];
+            assert_eq!(stream.read(&mut buf).await.unwrap(), 1, "{what}");
+            // A read that waits, so that the reactor watches for the edge.
+            let mut waiting = stream.read(&mut buf);
+            assert!(util::poll_once(&mut waiting).is_pending(), "{what}");
+            drop(waiting);
+            // More bytes than one read takes, then the close, both before
+            // the reactor looks again.
+            let body = pattern(7, 0, 40_000);
+            peer.write_all(&body).unwrap();
+            drop(peer);
+            let mut got = Vec::new();
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got.len(), body.len(), "{what}");
+            assert!(got == body, "{what}: the bytes differ");
+        });
+    }
+}
+
+/// A task that reads, in a loop, a socket whose peer writes faster than it
+/// reads never finds it empty. On epoll, where reads are made inline on
+/// readiness, it would then never return `Pending`, and no other task
+/// would run until the stream ends; reads there yield once a crank's
+/// share is spent, as a drained chunk queue makes them wait on io_uring.
+#[test]
+fn a_reader_that_never_catches_up_lets_other_tasks_run() {
+    const TOTAL: usize = 16 << 20;
+    let rt = LocalReactor::new().unwrap();
+    let (a, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    // The whole stream is queued before the reader starts, so that it never
+    // catches up: a send buffer that large needs SO_SNDBUFFORCE (root).
+    let size: libc::c_int = 64 << 20;
+    // SAFETY: setsockopt reads one c_int from a live local.
+    let forced = unsafe {
+        libc::setsockopt(
+            peer.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        println!(
+            "skipped: SO_SNDBUFFORCE needs CAP_NET_ADMIN ({})",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    peer.write_all(&vec![0x5au8; TOTAL]).unwrap();
+    let (read, others_ran) = bounded(&rt, "a firehose reader", async {
+        let ran = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let other = tally::spawn({
+            let ran = ran.clone();
+            async move {
+                loop {
+                    ran.set(ran.get() + 1);
+                    util::yield_now().await;
+                }
+            }
+        });
+        let mut stream = UnixStream::from_std(a);
+        let mut buf = [0u8; 1024];
+        let mut read = 0;
+        while read < TOTAL {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "end of file after {read} bytes");
+            read += n;
+        }
+        let others_ran = ran.get();
+        other.abort();
+        (read, others_ran)
+    });
+    drop(peer);
+    assert_eq!(read, TOTAL);
+    assert!(others_ran > 1, "the other task ran {others_ran} times while 16 MiB were read");
 }

@@ -2,6 +2,14 @@
 //! reads, writes, accepts and close; and the same for pipes (a child
 //! process's stdin, stdout and stderr), which read and write with
 //! `read(2)`/`write(2)` ops instead of `recv`/`send`.
+//!
+//! On the epoll backend a socket reads on readiness instead: its reactor
+//! op is a multishot poll, whose edges fold into the registration's counted
+//! signal, and `poll_read` makes the `recv(2)` itself, straight into the
+//! caller's buffer, as mio and tokio do. There a completion-style recv is
+//! the same syscall made by the reactor into a pool buffer, then copied:
+//! one more copy, a buffer's bookkeeping and a completion per read, for
+//! nothing epoll can do better. Writes are the same on both backends.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -14,7 +22,7 @@ use std::task::{Context, Poll, Wake, Waker, ready};
 use parking_lot::Mutex;
 
 use tally_reactor::{
-    BufGroup, Cancel, CompletionPacket, Op, OpId, PacketList, RecvBuf, Registration,
+    BufGroup, Cancel, CompletionPacket, Op, OpId, PacketList, RecvBuf, Registration, Signals,
 };
 
 use super::waiters::{Waiter, Waiters};
@@ -148,6 +156,8 @@ pub(crate) struct StreamIo {
     read_waiting: bool,
     write_waiting: bool,
     read_eof: bool,
+    /// With [`FdKind::ReadySocket`]: whether a `recv` may find bytes.
+    readiness: Readiness,
     /// Whether `write_op` is a shutdown.
     shutting: bool,
     shut: bool,
@@ -162,6 +172,10 @@ pub(crate) struct StreamIo {
 enum FdKind {
     /// A socket: recv and send, and an inline `send(2)`.
     Socket,
+    /// A socket that reads on readiness (the epoll backend; see the module
+    /// doc): its read op is a multishot poll, and `recv(2)` is made inline.
+    /// It writes as [`FdKind::Socket`] does.
+    ReadySocket,
     /// A pipe in non-blocking mode: `read`/`write` ops (one-shot, into the
     /// stream's own buffer), and an inline `write(2)`; closing it closes
     /// the fd rather than shutting a half down.
@@ -173,6 +187,41 @@ enum FdKind {
     BlockingPipe,
 }
 
+/// What a socket that reads on readiness knows of its receive queue.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Readiness {
+    /// Empty at the last read (`EAGAIN`, or a read shorter than asked):
+    /// its next bytes raise a new edge, so no `recv` is made until then.
+    Empty,
+    /// May have bytes: never read, or an edge since the last read.
+    Ready,
+    /// The peer closed, or the socket failed: the end of file or the error
+    /// raises no later edge, so every read tries, short ones included.
+    Closed,
+    /// May have bytes, but this thread's reads have had their share of
+    /// the crank (`context::note_full_read`): the next read yields first.
+    Yield,
+}
+
+impl Readiness {
+    /// Notes an edge of the read poll that observed `observed`.
+    fn raise(&mut self, observed: Signals) {
+        let closed = Signals::READ_CLOSED | Signals::ERROR;
+        if observed.intersects(closed) {
+            *self = Readiness::Closed;
+        } else if *self == Readiness::Empty {
+            *self = Readiness::Ready;
+        }
+        // Ready, Closed and Yield stay: the edge says nothing new.
+    }
+}
+
+impl FdKind {
+    fn is_socket(self) -> bool {
+        matches!(self, FdKind::Socket | FdKind::ReadySocket)
+    }
+}
+
 /// One non-blocking `send(2)` of `src` on socket `fd`: how much the
 /// socket buffer took, or `WouldBlock` when it is full. A peer that reset
 /// the connection gives `EPIPE` or `ECONNRESET`, never `SIGPIPE`.
@@ -181,6 +230,21 @@ fn send_now(fd: RawFd, src: &[u8]) -> io::Result<usize> {
     // send(2) reads `src.len()` bytes from a live slice.
     let n = syscall!(send(fd, src.as_ptr().cast(), src.len(), flags))?;
     Ok(n as usize)
+}
+
+/// One non-blocking `recv(2)` into `dst` on socket `fd`: how many bytes
+/// it got (0: end of file), or `WouldBlock` when the socket is empty.
+fn recv_now(fd: RawFd, dst: &mut [u8]) -> io::Result<usize> {
+    // recv(2) writes at most `dst.len()` bytes into a live slice.
+    let n = syscall!(recv(fd, dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT))?;
+    Ok(n as usize)
+}
+
+thread_local! {
+    /// Where a small read on readiness lands first (see
+    /// `StreamIo::read_ready`): one per thread, shared by its streams, so
+    /// that an idle stream holds no read buffer.
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One `write(2)` of `src` on pipe `fd`, which is non-blocking
@@ -277,6 +341,9 @@ impl StreamIo {
     /// Wraps a connected socket. Must run inside an executor.
     pub(crate) fn new(fd: OwnedFd) -> StreamIo {
         let exec = context::current();
+        if exec.ready_reads {
+            return StreamIo::with(fd, exec.reactor.register(), None, FdKind::ReadySocket);
+        }
         StreamIo::with(fd, exec.reactor.register(), exec.recv_group(), FdKind::Socket)
     }
 
@@ -298,6 +365,7 @@ impl StreamIo {
             read_waiting: false,
             write_waiting: false,
             read_eof: false,
+            readiness: Readiness::Ready,
             shutting: false,
             shut: false,
             lingering: false,
@@ -324,7 +392,7 @@ impl StreamIo {
     /// socket.
     fn write_of(&self, buf: Vec<u8>) -> Op {
         match self.kind {
-            FdKind::Socket => Op::send(self.raw_fd(), buf, 0),
+            FdKind::Socket | FdKind::ReadySocket => Op::send(self.raw_fd(), buf, 0),
             FdKind::Pipe | FdKind::BlockingPipe => Op::write(self.raw_fd(), buf),
         }
     }
@@ -333,7 +401,7 @@ impl StreamIo {
     /// back to blocking mode ([`FdKind::BlockingPipe`]) and the op is to
     /// be made again.
     fn pipe_would_block(&mut self, result: i32) -> bool {
-        if result != -libc::EAGAIN || self.kind == FdKind::Socket {
+        if result != -libc::EAGAIN || self.kind.is_socket() {
             return false;
         }
         if self.kind == FdKind::Pipe {
@@ -363,6 +431,11 @@ impl StreamIo {
 
     pub(crate) fn fd(&self) -> &OwnedFd {
         self.fd.as_ref().expect("a stream owns its fd until dropped")
+    }
+
+    /// Whether reads are made inline on readiness (see the module doc).
+    fn ready_reads(&self) -> bool {
+        self.kind == FdKind::ReadySocket
     }
 
     fn waiting(&self, side: Side) -> bool {
@@ -410,8 +483,16 @@ impl StreamIo {
             }
         }
         let mut other_done = false;
-        for packet in list {
-            let Some(c) = packet.as_completion() else { continue };
+        for packet in &list {
+            let Some(c) = packet.as_completion() else {
+                // The read poll's edge (the only signal this registration
+                // gets): a recv may find bytes now.
+                if let Some(signal) = packet.as_signal().filter(|_| self.ready_reads()) {
+                    self.readiness.raise(signal.observed);
+                    other_done |= side == Side::Write;
+                }
+                continue;
+            };
             if Some(c.op()) == self.read_op {
                 self.on_read(c);
                 other_done |= side == Side::Write;
@@ -435,6 +516,21 @@ impl StreamIo {
 
     /// Handles one completion of the read op.
     fn on_read(&mut self, c: CompletionPacket) {
+        if self.ready_reads() {
+            // The read poll ended (its edges come as signals, not
+            // completions): a cancel, or an error, which is the read's.
+            // The next read arms a new one.
+            if !c.more() {
+                self.read_op = None;
+            }
+            match c.result {
+                r if r >= 0 || r == -libc::ECANCELED || r == -libc::EINTR => {
+                    self.readiness.raise(Signals::READABLE);
+                }
+                r => self.read_err = Some(errno(r)),
+            }
+            return;
+        }
         if self.group.is_some() {
             if c.result > 0 {
                 // Claim the buffer now: the bytes are the stream's from here
@@ -503,13 +599,27 @@ impl StreamIo {
             if self.read_eof {
                 return Poll::Ready(Ok(()));
             }
+            if self.readiness == Readiness::Yield {
+                self.readiness = Readiness::Ready;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.ready_reads() {
+                match self.read_ready(&mut []) {
+                    // A chunk, or the end of file, noted.
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => self.read_err = Some(e),
+                    None => ready!(self.poll_packets(Side::Read, cx)),
+                }
+                continue;
+            }
             if self.read_op.is_none() {
                 let op = match self.group {
                     Some(group) => Op::recv_multi(self.raw_fd(), group),
                     None => {
                         let mut buf = std::mem::take(&mut self.spare);
                         buf.clear();
-                        if self.kind != FdKind::Socket {
+                        if !self.kind.is_socket() {
                             buf.reserve(PIPE_READ);
                             Op::read(self.raw_fd(), buf)
                         } else {
@@ -553,11 +663,106 @@ impl StreamIo {
         if dst.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        if self.ready_reads() && self.received.is_empty() {
+            // Straight into `dst`: no chunk, no copy.
+            let polled = self.poll_read_ready(cx, dst);
+            self.read_waiting = polled.is_pending();
+            return polled;
+        }
         let src = ready!(self.poll_fill_buf(cx))?;
         let n = src.len().min(dst.len());
         dst[..n].copy_from_slice(&src[..n]);
         self.consume(n);
         Poll::Ready(Ok(n))
+    }
+
+    /// A read on readiness into `dst` (see the module doc), waiting for
+    /// the poll's next edge when the socket is empty.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>, dst: &mut [u8]) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(e) = self.read_err.take() {
+                return Poll::Ready(Err(e));
+            }
+            if self.read_eof {
+                return Poll::Ready(Ok(0));
+            }
+            if self.readiness == Readiness::Yield {
+                self.readiness = Readiness::Ready;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if let Some(got) = self.read_ready(dst) {
+                return Poll::Ready(got.map(|n| n.min(dst.len())));
+            }
+            ready!(self.poll_packets(Side::Read, cx));
+        }
+    }
+
+    /// One read on readiness, after making sure the read poll is armed:
+    /// `None` when the socket has no bytes (wait for the next edge), else
+    /// how many bytes the `recv(2)` got (0: end of file, noted). They go
+    /// into `dst` first, straight from the kernel when `dst` is at least
+    /// [`OWNED_READ`] long, else through this thread's scratch buffer, so
+    /// that a small read still asks for a full buffer's worth and a short
+    /// read says the socket is empty; what `dst` cannot hold becomes a
+    /// received chunk.
+    fn read_ready(&mut self, dst: &mut [u8]) -> Option<io::Result<usize>> {
+        if self.read_op.is_none() {
+            // Armed before the recv: an edge after that recv is then
+            // never missed (the poll also reports the state at arming).
+            let op = Op::poll_multi(self.raw_fd(), Signals::READABLE | Signals::READ_CLOSED);
+            match self.reg.submit(op) {
+                Ok(id) => self.read_op = Some(id),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let fd = self.raw_fd();
+        while self.readiness != Readiness::Empty {
+            let got = if dst.len() >= OWNED_READ {
+                recv_now(fd, dst).map(|n| (n, dst.len()))
+            } else {
+                READ_SCRATCH.with_borrow_mut(|scratch| {
+                    if scratch.len() < OWNED_READ {
+                        scratch.resize(OWNED_READ, 0);
+                    }
+                    let n = recv_now(fd, scratch)?;
+                    let k = n.min(dst.len());
+                    dst[..k].copy_from_slice(&scratch[..k]);
+                    if n > k {
+                        let mut rest = std::mem::take(&mut self.spare);
+                        rest.clear();
+                        rest.extend_from_slice(&scratch[k..n]);
+                        self.received.push_back(Chunk::Owned(rest));
+                    }
+                    Ok((n, scratch.len()))
+                })
+            };
+            match got {
+                Ok((n, asked)) => {
+                    if n == 0 {
+                        self.read_eof = true;
+                    } else if n < asked && self.readiness == Readiness::Ready {
+                        // A short read emptied the stream: its next bytes
+                        // raise a new edge.
+                        self.readiness = Readiness::Empty;
+                    } else if n == asked
+                        && self.readiness == Readiness::Ready
+                        && context::note_full_read()
+                    {
+                        // More may wait, but other tasks get their turn
+                        // first: the next read yields.
+                        self.readiness = Readiness::Yield;
+                    }
+                    return Some(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readiness = Readiness::Empty;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
     }
 
     /// Waits for the send or shutdown in flight, as the writing side.
@@ -629,7 +834,7 @@ impl StreamIo {
         // and one enter for all their sends is cheaper (`batch_sends`).
         if !context::batch_sends() {
             let now = match self.kind {
-                FdKind::Socket => send_now(self.raw_fd(), src),
+                FdKind::Socket | FdKind::ReadySocket => send_now(self.raw_fd(), src),
                 FdKind::Pipe => write_now(self.raw_fd(), src),
                 FdKind::BlockingPipe => Err(io::ErrorKind::WouldBlock.into()),
             };
@@ -661,7 +866,7 @@ impl StreamIo {
             if self.shut {
                 return Poll::Ready(Ok(()));
             }
-            if self.kind != FdKind::Socket {
+            if !self.kind.is_socket() {
                 if let Some(fd) = self.fd.take() {
                     close_after_queued(&self.reg, fd);
                 }
@@ -690,7 +895,7 @@ impl StreamIo {
     /// running executor there is nothing to run the task: `None`, and the
     /// write is cancelled as before.
     fn linger(&mut self) -> Option<StreamIo> {
-        if self.kind == FdKind::Socket || self.lingering || self.write_op.is_none() {
+        if self.kind.is_socket() || self.lingering || self.write_op.is_none() {
             return None;
         }
         let exec = context::try_current()?;

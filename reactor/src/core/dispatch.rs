@@ -39,9 +39,10 @@ impl Core {
                 break;
             }
             reaped += cqes.len();
-            for cqe in cqes.drain(..) {
+            for &cqe in &cqes {
                 self.dispatch(cqe);
             }
+            cqes.clear();
         }
         self.cqes = cqes;
         self.counters.completions += reaped as u64;
@@ -342,8 +343,10 @@ impl Core {
         let completions = out.len();
         reg.queue.drain_into(out);
         if let Some(cold) = reg.cold_opt_mut() {
-            out.extend_from_slice(&cold.overflow);
-            cold.overflow.clear();
+            if !cold.overflow.is_empty() {
+                out.extend_from_slice(&cold.overflow);
+                cold.overflow.clear();
+            }
             if std::mem::take(&mut cold.may_lend) {
                 lend(&mut cold.lent, &out[completions..]);
             }

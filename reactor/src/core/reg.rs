@@ -242,7 +242,12 @@ impl PacketBuf {
     /// keeping the allocation.
     #[inline]
     pub(crate) fn drain_into(&mut self, out: &mut PacketList) {
-        out.extend_from_slice(self.as_slice());
+        // One push per packet: a queue holds one or two packets at a time,
+        // and `extend_from_slice` costs two out-of-line `memmove` calls
+        // (the shift and the copy) whatever the length.
+        for &packet in self.as_slice() {
+            out.push(packet);
+        }
         // Packets are Copy: forgetting them is dropping them.
         self.len = 0;
     }

@@ -541,6 +541,10 @@ impl Epoll {
     /// Runs every operation waiting on `fd` that `events` concerns.
     fn on_ready(&mut self, fd: RawFd, events: u32, pools: &mut [BufPool]) {
         let Some(state) = usize::try_from(fd).ok().and_then(|i| self.fds.get(i)) else { return };
+        if let [ud] = state.waiters[..] {
+            // One waiter (the usual case): nothing to copy.
+            return self.retry(ud, events, pools);
+        }
         // A copy, in a scratch list that keeps its allocation: running an
         // op changes the waiter list.
         let mut waiters = std::mem::take(&mut self.scratch);
@@ -612,7 +616,13 @@ impl Epoll {
     }
 
     pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) {
-        out.append(&mut self.ready);
+        if out.is_empty() {
+            // The usual case: trade the lists, each keeping its allocation,
+            // rather than copy.
+            std::mem::swap(out, &mut self.ready);
+        } else {
+            out.append(&mut self.ready);
+        }
     }
 
     /// Whether completions wait to be reaped, or operations to run again.
