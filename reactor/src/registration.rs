@@ -1,5 +1,7 @@
 //! [`Registration`]: a consumer's end of the reactor. Packets for it queue in
-//! the reactor; polling it hands over everything queued as one list.
+//! the reactor; polling it hands over everything queued as one list (or,
+//! with [`Registration::poll_signal`], its counted signal alone when that is
+//! all there is).
 
 use std::fmt;
 use std::future::Future;
@@ -9,10 +11,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use tally_packets::{CompletionPacket, PacketList, Token};
+use tally_packets::{CompletionPacket, PacketList, SignalPacket, Token};
 
 use crate::buffers::RecvBuf;
-use crate::core::Inner;
+use crate::core::{Inner, SignalTake};
+
 use crate::op::{Cancel, Op, OpId};
 use crate::remote::{Sender, Signaler};
 
@@ -76,6 +79,23 @@ impl Registration {
         drop(core);
         drop(replaced);
         Poll::Pending
+    }
+
+    /// A drain for a registration that mostly hears signals (a readiness
+    /// poll's edges): when its counted signal is all that is queued, it
+    /// is taken without a packet list, `Ready(Some(signal))`; with nothing
+    /// queued, `Pending`, storing the waker, as
+    /// [`poll_drain_into`](Self::poll_drain_into). `Ready(None)` means more
+    /// than a signal waits (completions, user packets, remote raises):
+    /// drain with `poll_drain_into`, which hands over everything.
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Option<SignalPacket>> {
+        let taken = self.inner.core.borrow_mut().take_signal(self.token, cx.waker());
+        match taken {
+            SignalTake::Signal(signal) => Poll::Ready(Some(signal)),
+            SignalTake::More => Poll::Ready(None),
+            // The replaced waker drops here, outside the borrow.
+            SignalTake::Waiting(_replaced) => Poll::Pending,
+        }
     }
 
     /// A future that resolves to the next non-empty packet list.

@@ -97,3 +97,57 @@ fn one_shot_poll_reports_readiness_once() {
     assert!(reg.try_drain().is_empty());
     assert_eq!(reactor.metrics().ops_in_flight, 0);
 }
+
+/// `poll_signal` hands over the counted signal alone, without a packet
+/// list; waits (storing the waker, which the next edge wakes) when nothing
+/// is queued; and says `Ready(None)` as soon as anything else is queued,
+/// which the full drain then hands over with the signal, nothing lost.
+#[test]
+fn poll_signal_takes_a_lone_signal_and_defers_to_the_full_drain() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+
+    let reactor = Reactor::new().unwrap();
+    require!(reactor, multishot_poll);
+    let (mut rx, mut tx) = std::io::pipe().unwrap();
+    let reg = reactor.register_fd(rx.as_raw_fd(), Signals::READABLE).unwrap();
+    reactor.turn(Some(std::time::Duration::ZERO)).unwrap();
+    assert!(reg.poll_signal(&mut cx).is_pending(), "nothing queued yet");
+
+    // An edge wakes the stored waker, and comes back as the signal alone.
+    let before = reactor.metrics().completions;
+    tx.write_all(b"x").unwrap();
+    turn_until(&reactor, "an edge", || reactor.metrics().completions > before);
+    assert!(count.0.load(Ordering::SeqCst) >= 1, "the edge woke the waiter");
+    let Poll::Ready(Some(signal)) = reg.poll_signal(&mut cx) else {
+        panic!("the lone signal, taken");
+    };
+    assert!(signal.observed.contains(Signals::READABLE), "{signal:?}");
+    assert_eq!(signal.trigger, Signals::READABLE);
+    assert!(signal.count.get() >= 1);
+    assert!(reg.poll_signal(&mut cx).is_pending(), "taken once");
+
+    // A completion queued beside an edge: not for poll_signal.
+    let mut buf = [0u8; 4];
+    assert_eq!(rx.read(&mut buf).unwrap(), 1);
+    let nop = reg.submit(tally_reactor::Op::nop()).unwrap();
+    let before = reactor.metrics().completions;
+    tx.write_all(b"y").unwrap();
+    turn_until(&reactor, "the nop and an edge", || reactor.metrics().completions >= before + 2);
+    assert_eq!(reg.poll_signal(&mut cx), Poll::Ready(None), "more than a signal waits");
+    let packets = reg.try_drain();
+    assert!(util::completion_of(&packets, nop).is_some(), "{packets:?}");
+    assert_eq!(signal_packets(&packets), 1, "the signal comes with it: {packets:?}");
+    assert!(reg.poll_signal(&mut cx).is_pending(), "all drained");
+}

@@ -472,7 +472,25 @@ impl StreamIo {
                 ready!(self.reg.poll_drain_into(&mut Context::from_waker(&waker), &mut list));
             }
             None => {
-                if self.reg.poll_drain_into(cx, &mut list).is_pending() {
+                let polled = if self.ready_reads() {
+                    // Mostly the read poll's edges: take one without a
+                    // packet list when that is all there is.
+                    match self.reg.poll_signal(cx) {
+                        Poll::Ready(Some(signal)) => {
+                            self.readiness.raise(signal.observed);
+                            if side == Side::Write && self.read_waiting {
+                                // One task drives both sides: it runs again.
+                                cx.waker().wake_by_ref();
+                            }
+                            return Poll::Ready(());
+                        }
+                        Poll::Ready(None) => self.reg.poll_drain_into(cx, &mut list),
+                        Poll::Pending => Poll::Pending,
+                    }
+                } else {
+                    self.reg.poll_drain_into(cx, &mut list)
+                };
+                if polled.is_pending() {
                     if let Wakers::Solo(last) = &mut self.wakers {
                         if !last.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                             *last = Some(cx.waker().clone());

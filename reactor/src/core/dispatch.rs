@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use tally_packets::{BufferRef, CompletionPacket, Count, CountedSignal, Packet, PacketList, Token};
+use tally_packets::{
+    BufferRef, CompletionPacket, Count, CountedSignal, Packet, PacketList, SignalPacket, Token,
+};
 
 use super::lent::{Lent, free_lent, lend, reclaim};
 use super::{Core, OpSlot, OpState, RegSlot, WAKE_BACKOFF_MAX_SHIFT, unlink};
@@ -75,7 +77,15 @@ impl Core {
             self.orphaned(token, cqe);
             return;
         };
-        let end = if op.kind.is_multishot() || matches!(op.kind, OpKind::Poll { .. }) {
+        let is_poll = matches!(op.kind, OpKind::Poll { .. });
+        let end = if is_poll && more && cqe.result >= 0 {
+            // The common case, on its own: an edge of a multishot poll
+            // folds into the counted signal, and the poll goes on.
+            op.armed_fresh = false;
+            op.instant_ends = 0;
+            reg.local_signal = CountedSignal::fold(reg.local_signal, cqe.readiness(), 1);
+            End::More
+        } else if is_poll || op.kind.is_multishot() {
             let caps = Caps { queue: self.config.queue_cap, bufs: self.config.buf_cap };
             watched(op, reg, token, cqe, &mut self.driver, &mut self.counters, caps)
         } else {
@@ -154,6 +164,16 @@ impl Core {
             self.ops.discard(token);
         }
     }
+}
+
+/// What [`Core::take_signal`] found.
+pub(crate) enum SignalTake {
+    /// The counted signal, the only thing queued.
+    Signal(SignalPacket),
+    /// Nothing queued: the waker is stored; the one it replaced, if any.
+    Waiting(Option<Waker>),
+    /// More than a signal: drain in full.
+    More,
 }
 
 /// Marks the provided buffer a fresh completion names (if it names one) as
@@ -356,6 +376,30 @@ impl Core {
         }
         self.counters.packets += (out.len() - before) as u64;
         out.len() > before
+    }
+
+    /// The drain of a registration that holds its counted signal and
+    /// nothing else, with one lookup: the signal if it was raised (now
+    /// taken); else, with nothing queued, `waker` stored (the one it
+    /// replaces handed back, to drop outside the borrow); else
+    /// [`SignalTake::More`]: completions, user packets or resources to
+    /// lend or free, which only [`drain`](Self::drain) hands over.
+    #[inline]
+    pub(crate) fn take_signal(&mut self, token: Token, waker: &Waker) -> SignalTake {
+        let Some(reg) = self.regs.get_mut(token) else { return SignalTake::More };
+        if !reg.queue.is_empty() || reg.cold().is_some_and(|c| !c.only_signals()) {
+            return SignalTake::More;
+        }
+        if reg.local_signal == 0 {
+            return match &reg.waker {
+                Some(w) if w.will_wake(waker) => SignalTake::Waiting(None),
+                _ => SignalTake::Waiting(reg.waker.replace(waker.clone())),
+            };
+        }
+        let (bits, count) = CountedSignal::unpack(std::mem::take(&mut reg.local_signal));
+        self.counters.packets += 1;
+        self.counters.coalesced_raises += u64::from(count.get().saturating_sub(1));
+        SignalTake::Signal(SignalPacket { trigger: reg.trigger(), observed: bits, count })
     }
 
     /// Stores `waker` for `token` unless an equivalent one is stored; the

@@ -20,6 +20,8 @@ mod reg;
 mod submit;
 mod teardown;
 
+pub(crate) use dispatch::SignalTake;
+
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::Arc;

@@ -73,6 +73,16 @@ const COLD_DEFAULT: Cold = Cold {
     may_lend: false,
 };
 
+impl Cold {
+    /// Whether a drain would hand over nothing but the local counted
+    /// signal: no overflow, nothing lent to free, no shared half (whose
+    /// remote raises and user packets only `Core::drain` collects).
+    #[inline]
+    pub(crate) fn only_signals(&self) -> bool {
+        self.overflow.is_empty() && self.lent.is_empty() && self.shared.is_none()
+    }
+}
+
 impl RegSlot {
     /// A registration whose signal packets report `trigger`, watching `fd`.
     pub(crate) fn new(trigger: Signals, fd: Option<RawFd>) -> RegSlot {

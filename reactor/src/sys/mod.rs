@@ -68,7 +68,6 @@ impl Cqe {
     #[inline]
     pub(crate) fn readiness(&self) -> Signals {
         let revents = self.result as i16;
-        let mut s = Signals::NONE;
         let map = [
             (libc::POLLIN, Signals::READABLE),
             (libc::POLLOUT, Signals::WRITABLE),
@@ -77,12 +76,11 @@ impl Cqe {
             (libc::POLLHUP, Signals::READ_CLOSED | Signals::WRITE_CLOSED),
             (libc::POLLERR, Signals::ERROR),
         ];
-        for (bit, signal) in map {
-            if revents & bit != 0 {
-                s |= signal;
-            }
-        }
-        s
+        // Branch-free: each bit selects its signals by a mask.
+        map.iter().fold(Signals::NONE, |s, &(bit, signal)| {
+            let on = u32::from(revents & bit != 0);
+            s | Signals::from_bits(signal.bits() & on.wrapping_neg())
+        })
     }
 }
 
