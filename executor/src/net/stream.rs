@@ -617,9 +617,7 @@ impl StreamIo {
             if self.read_eof {
                 return Poll::Ready(Ok(()));
             }
-            if self.readiness == Readiness::Yield {
-                self.readiness = Readiness::Ready;
-                cx.waker().wake_by_ref();
+            if self.yield_read(cx) {
                 return Poll::Pending;
             }
             if self.ready_reads() {
@@ -704,9 +702,7 @@ impl StreamIo {
             if self.read_eof {
                 return Poll::Ready(Ok(0));
             }
-            if self.readiness == Readiness::Yield {
-                self.readiness = Readiness::Ready;
-                cx.waker().wake_by_ref();
+            if self.yield_read(cx) {
                 return Poll::Pending;
             }
             if let Some(got) = self.read_ready(dst) {
@@ -714,6 +710,17 @@ impl StreamIo {
             }
             ready!(self.poll_packets(Side::Read, cx));
         }
+    }
+
+    /// Whether a read on readiness yields now (its thread's reads had
+    /// their share of the crank): it wakes itself, and the next poll reads.
+    fn yield_read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.readiness != Readiness::Yield {
+            return false;
+        }
+        self.readiness = Readiness::Ready;
+        cx.waker().wake_by_ref();
+        true
     }
 
     /// One read on readiness, after making sure the read poll is armed:
