@@ -104,18 +104,9 @@ fn one_shot_poll_reports_readiness_once() {
 /// which the full drain then hands over with the signal, nothing lost.
 #[test]
 fn poll_signal_takes_a_lone_signal_and_defers_to_the_full_drain() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Poll, Wake, Waker};
+    use std::task::{Context, Poll};
 
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    let count = Arc::new(Count(AtomicUsize::new(0)));
-    let waker = Waker::from(count.clone());
+    let (count, waker) = util::CountingWaker::new();
     let mut cx = Context::from_waker(&waker);
 
     let reactor = Reactor::new().unwrap();
@@ -129,7 +120,7 @@ fn poll_signal_takes_a_lone_signal_and_defers_to_the_full_drain() {
     let before = reactor.metrics().completions;
     tx.write_all(b"x").unwrap();
     turn_until(&reactor, "an edge", || reactor.metrics().completions > before);
-    assert!(count.0.load(Ordering::SeqCst) >= 1, "the edge woke the waiter");
+    assert!(count.wakes() >= 1, "the edge woke the waiter");
     let Poll::Ready(Some(signal)) = reg.poll_signal(&mut cx) else {
         panic!("the lone signal, taken");
     };

@@ -4,9 +4,7 @@
 mod util;
 
 use std::io::ErrorKind;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -147,16 +145,9 @@ fn handles_fail_after_the_reactor_is_dropped() {
 /// thread, and the registration's waker is called once.
 #[test]
 fn a_raise_wakes_a_blocked_turn_and_the_waker() {
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     let reactor = Reactor::new().unwrap();
     let reg = reactor.register();
-    let wakes = Arc::new(Count(AtomicUsize::new(0)));
-    let waker = Waker::from(wakes.clone());
+    let (wakes, waker) = util::CountingWaker::new();
     assert!(reg.poll_packets(&mut Context::from_waker(&waker)).is_pending());
     // Settle the reactor so that it really sleeps in the next turn.
     reactor.turn(Some(Duration::ZERO)).unwrap();
@@ -170,14 +161,14 @@ fn a_raise_wakes_a_blocked_turn_and_the_waker() {
     });
     let start = Instant::now();
     let deadline = Deadline::new();
-    while wakes.0.load(Ordering::SeqCst) == 0 {
+    while wakes.wakes() == 0 {
         deadline.check(&reactor, "the raise to wake the reactor");
         reactor.turn(Some(Duration::from_secs(5))).unwrap();
     }
     let waited = start.elapsed();
     raiser.join().unwrap();
     assert!(waited < Duration::from_secs(4), "turn slept through the wake-up ({waited:?})");
-    assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "woken once per crank");
+    assert_eq!(wakes.wakes(), 1, "woken once per crank");
     // Everything raised is there, in one drain once the raiser is done.
     reactor.turn(Some(Duration::ZERO)).unwrap();
     let Poll::Ready(packets) = reg.poll_packets(&mut Context::from_waker(&waker)) else {

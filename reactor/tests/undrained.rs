@@ -4,31 +4,23 @@
 mod util;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Wake, Waker};
+use std::task::Context;
 use std::time::Duration;
 
 use tally_reactor::{Builder, Op, Reactor, Registration, Signals};
 
-struct Count(AtomicUsize);
-
-impl Wake for Count {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
+use util::CountingWaker;
 
 /// Polls `reg` with a counting waker; returns the counter.
-fn park(reg: &Registration) -> Arc<Count> {
-    let count = Arc::new(Count(AtomicUsize::new(0)));
-    let waker = Waker::from(count.clone());
+fn park(reg: &Registration) -> Arc<CountingWaker> {
+    let (count, waker) = CountingWaker::new();
     assert!(reg.poll_packets(&mut Context::from_waker(&waker)).is_pending());
     count
 }
 
-fn woken(reactor: &Reactor, count: &Count) {
-    util::turn_until(reactor, "the waker", || count.0.load(Ordering::SeqCst) > 0);
-    assert_eq!(count.0.load(Ordering::SeqCst), 1);
+fn woken(reactor: &Reactor, count: &CountingWaker) {
+    util::turn_until(reactor, "the waker", || count.wakes() > 0);
+    assert_eq!(count.wakes(), 1);
 }
 
 #[test]

@@ -12,6 +12,9 @@ use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
 use tally_reactor::{
@@ -208,4 +211,27 @@ pub fn errno(result: i32) -> io::Error {
 /// repeated chunk cannot match by accident.
 pub fn pattern(i: u64) -> u8 {
     (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i >> 20) as u8
+}
+
+/// A waker that counts its wakes.
+pub struct CountingWaker(AtomicUsize);
+
+impl CountingWaker {
+    /// The counter and a waker that bumps it.
+    pub fn new() -> (Arc<CountingWaker>, Waker) {
+        let count = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        (count, waker)
+    }
+
+    /// How many times it was woken.
+    pub fn wakes(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
